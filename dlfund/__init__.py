@@ -1,0 +1,57 @@
+"""dlfund: the fundamentals of deep learning as fast, tested JAX software.
+
+Five lines from data to a trained model::
+
+    import dlfund
+    from flax import nnx
+    ds = dlfund.data.load("digits")
+    model = dlfund.models.MLP(64, (128,), 10, rngs=nnx.Rngs(0))
+    result = dlfund.fit(model, ds, epochs=30, batch_size=32)
+    dlfund.evaluate(result.model, ds.test)
+"""
+
+from dlfund import activations, data, losses, metrics, models, optimizers, regularizers
+from dlfund.checkpoint import load_weights, save_weights
+from dlfund.history import History
+from dlfund.train import (
+    Callback,
+    EarlyStopping,
+    FitResult,
+    LambdaCallback,
+    NonFiniteLossWarning,
+    TrainState,
+    create_train_state,
+    eval_step,
+    evaluate,
+    fit,
+    predict,
+    train_step,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "FitResult",
+    "History",
+    "LambdaCallback",
+    "NonFiniteLossWarning",
+    "TrainState",
+    "__version__",
+    "activations",
+    "create_train_state",
+    "data",
+    "eval_step",
+    "evaluate",
+    "fit",
+    "load_weights",
+    "losses",
+    "metrics",
+    "models",
+    "optimizers",
+    "predict",
+    "regularizers",
+    "save_weights",
+    "train_step",
+]

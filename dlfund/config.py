@@ -1,0 +1,66 @@
+"""Typed run configuration: one dataclass whose fields are the command line's options and the run's config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+def _field(default: Any, help: str, **extra: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, **extra})
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every option of ``dlfund train``; the defaults reproduce the README's main job."""
+
+    model: str = _field("mlp", "model name (see dlfund.models.MODELS)")
+    dataset: str = _field("digits", "dataset name (see dlfund.data.DATASETS)")
+    epochs: int = _field(40, "passes over the training set (early stopping may end sooner)")
+    batch_size: int = _field(32, "examples per optimizer step; 32 gives many updates per epoch on small data")
+    learning_rate: float = _field(1e-3, "peak learning rate (1e-3: Adam's published default)")
+    optimizer: str = _field("adam", "sgd, momentum, nesterov, rmsprop, adam, adamw or adagrad")
+    schedule: str = _field("cosine", "learning-rate schedule: constant, cosine, warmup_cosine, exponential, step")
+    weight_decay: float = _field(0.0, "decoupled weight decay (skips biases and normalization scales)")
+    clip_norm: float | None = _field(None, "clip the global gradient norm to this value")
+    loss: str | None = _field(None, "loss name; default: the model's own")
+    label_smoothing: float = _field(0.0, "label smoothing for softmax cross-entropy")
+    l2: float = _field(0.0, "L2 penalty added to the loss (kernels only)")
+    activation: str = _field("relu", "hidden-layer activation (see dlfund.activations)")
+    hidden: tuple[int, ...] = _field((128,), "hidden-layer widths, e.g. --hidden 256 128", nargs="+")
+    dropout: float = _field(0.0, "dropout rate of the hidden layers, in [0, 1)")
+    batch_norm: bool = _field(False, "batch normalization in the hidden layers")
+    patience: int = _field(10, "early-stopping patience in epochs on val_loss; 0 disables early stopping")
+    seed: int = _field(0, "seed for initialization, data order and dropout")
+    val_fraction: float = _field(0.1, "fraction of the training split held out for validation")
+    execution: str = _field("auto", "epoch execution: auto, scan or loop")
+    data_dir: str | None = _field(
+        None, "where datasets are prepared (default: $DLFUND_DATA_DIR or ~/tensorflow_datasets)"
+    )
+    run_dir: str | None = _field(None, "output folder (default: runs/<model>-<dataset>-<time>)")
+    progress: bool = _field(True, "show a progress bar")
+
+    def model_options(self) -> dict[str, Any]:
+        """Constructor options for models that take them (MLP-like models)."""
+        if self.model != "mlp":
+            return {}
+        return {
+            "hidden": tuple(self.hidden),
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "batch_norm": self.batch_norm,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        values = dict(values)
+        if "hidden" in values:
+            values["hidden"] = tuple(values["hidden"])
+        return cls(**values)

@@ -1,0 +1,200 @@
+"""Loss functions, pluggable by name or callable.
+
+A :class:`Loss` maps model outputs and targets to *per-example* losses of shape ``[B]``; the train step averages them
+(with a mask, so padded examples count for nothing). It also knows how to turn outputs into class predictions for
+the metrics, because that depends on the task: argmax of logits for softmax cross-entropy, the sign of one score for
+the binary losses, none for regression.
+
+Losses are frozen dataclasses, hashable by value: two equal configurations reuse the same compiled train step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dlfund.registry import Registry, callable_name
+
+MULTICLASS, BINARY, REGRESSION, AUTO = "multiclass", "binary", "regression", "auto"
+
+
+def _scores(outputs: jax.Array) -> jax.Array:
+    """[B] or [B, 1] single scores (logits) -> [B]."""
+    if outputs.ndim == 2 and outputs.shape[-1] == 1:
+        return outputs[:, 0]
+    if outputs.ndim != 1:
+        raise ValueError(
+            f"a binary loss expects one score per example, outputs of shape [B] or [B, 1]; got {outputs.shape}. "
+            "Use num_classes=1 (or a model with one output), or softmax_cross_entropy for several classes."
+        )
+    return outputs
+
+
+def _signed(labels: jax.Array, dtype) -> jax.Array:
+    """Labels {0, 1} -> targets {-1, +1}."""
+    return 2.0 * labels.astype(dtype) - 1.0
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Cross-entropy of ``softmax(logits)`` against integer labels.
+
+    Args:
+      logits: [B, C] unnormalized log-probabilities.
+      labels: [B] integers in [0, C).
+      label_smoothing: mixes the one-hot target with the uniform distribution (``optax.smooth_labels``).
+    Returns:
+      [B] losses.
+    """
+    if label_smoothing == 0.0:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Cross-entropy of ``sigmoid(logits)`` against labels in {0, 1}, computed stably on logits.
+
+    Args:
+      logits: [B] or [B, 1].
+      labels: [B] in {0, 1} (ints or floats; soft labels in [0, 1] work too).
+    Returns:
+      [B] losses.
+    """
+    scores = _scores(logits)
+    return optax.sigmoid_binary_cross_entropy(scores, labels.astype(scores.dtype))
+
+
+def mse(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Squared error averaged over all but the batch axis.
+
+    Args:
+      outputs: [B, ...].
+      targets: same shape as ``outputs`` ([B] targets with [B, 1] outputs are accepted).
+    Returns:
+      [B] losses.
+    """
+    if outputs.ndim == targets.ndim + 1 and outputs.shape[-1] == 1:
+        outputs = outputs[..., 0]
+    if outputs.shape != targets.shape:
+        raise ValueError(f"mse: outputs {outputs.shape} and targets {targets.shape} differ in shape")
+    error = optax.squared_error(outputs, targets.astype(outputs.dtype))
+    return error.reshape(error.shape[0], -1).mean(axis=-1)
+
+
+def hinge(scores: jax.Array, labels: jax.Array) -> jax.Array:
+    """Binary hinge loss ``max(0, 1 - t * s)`` with ``t = 2 * label - 1`` (the SVM margin loss).
+
+    Args:
+      scores: [B] or [B, 1] raw scores.
+      labels: [B] in {0, 1}.
+    Returns:
+      [B] losses.
+    """
+    s = _scores(scores)
+    return optax.losses.hinge_loss(s, _signed(labels, s.dtype))
+
+
+def perceptron(scores: jax.Array, labels: jax.Array) -> jax.Array:
+    """Perceptron criterion ``max(0, -t * s)``: its (sub)gradient step is the classic perceptron rule.
+
+    Args:
+      scores: [B] or [B, 1] raw scores.
+      labels: [B] in {0, 1}.
+    Returns:
+      [B] losses.
+    """
+    s = _scores(scores)
+    return optax.losses.perceptron_loss(s, _signed(labels, s.dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """A per-example loss plus the rule that turns outputs into predictions.
+
+    Attributes:
+      name: registry name (or the callable's name).
+      fn: ``fn(outputs, targets, **options) -> [B]``.
+      task: "multiclass" (argmax predictions), "binary" (score > 0), "regression" (no class predictions) or
+        "auto" (decided from the output shape: several outputs -> argmax, one -> score > 0).
+      options: extra keyword arguments for ``fn``, as sorted (key, value) pairs so the loss stays hashable.
+    """
+
+    name: str
+    fn: Callable[..., jax.Array]
+    task: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, outputs: jax.Array, targets: jax.Array) -> jax.Array:
+        """Per-example losses, shape [B]."""
+        losses = self.fn(outputs, targets, **dict(self.options))
+        if losses.ndim != 1:
+            raise ValueError(
+                f"loss {self.name!r} must return one value per example (shape [B]); got shape {losses.shape}"
+            )
+        return losses
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task != REGRESSION
+
+    def predict(self, outputs: jax.Array) -> jax.Array:
+        """Class predictions [B] (int32) from outputs [B, C], [B, 1] or [B]."""
+        if self.task == REGRESSION:
+            raise ValueError(f"loss {self.name!r} is a regression loss: outputs are not class predictions")
+        several = outputs.ndim == 2 and outputs.shape[-1] > 1
+        if self.task == MULTICLASS or (self.task == AUTO and several):
+            return jnp.argmax(outputs, axis=-1).astype(jnp.int32)
+        return (_scores(outputs) > 0).astype(jnp.int32)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly description (for configs and logs)."""
+        return {"name": self.name, **dict(self.options)}
+
+
+LOSSES: Registry[Loss] = Registry("loss")
+LOSSES.register("softmax_cross_entropy", Loss("softmax_cross_entropy", softmax_cross_entropy, MULTICLASS))
+LOSSES.register("binary_cross_entropy", Loss("binary_cross_entropy", binary_cross_entropy, BINARY))
+LOSSES.register("mse", Loss("mse", mse, REGRESSION))
+LOSSES.register("hinge", Loss("hinge", hinge, BINARY))
+LOSSES.register("perceptron", Loss("perceptron", perceptron, BINARY))
+
+# Common spellings; each points to the same Loss object.
+for _alias, _target in {
+    "cross_entropy": "softmax_cross_entropy",
+    "categorical_cross_entropy": "softmax_cross_entropy",
+    "bce": "binary_cross_entropy",
+    "mean_squared_error": "mse",
+}.items():
+    LOSSES.register(_alias, LOSSES.get(_target))
+
+
+def get(loss: str | Loss | Callable[..., jax.Array], *, label_smoothing: float | None = None) -> Loss:
+    """A :class:`Loss` from a name, a ``Loss``, or a callable ``fn(outputs, targets) -> [B]``.
+
+    Args:
+      loss: the loss.
+      label_smoothing: only for softmax cross-entropy; in [0, 1).
+    Raises:
+      ValueError: an unknown name (the message lists the known losses) or a bad option.
+    """
+    if isinstance(loss, Loss):
+        resolved = loss
+    elif isinstance(loss, str):
+        resolved = LOSSES.get(loss)
+    elif callable(loss):
+        resolved = Loss(callable_name(loss), loss, AUTO)
+    else:
+        raise TypeError(f"loss must be a name ({', '.join(LOSSES.names())}), a Loss or a callable, got {loss!r}")
+    if label_smoothing:
+        if resolved.fn is not softmax_cross_entropy:
+            raise ValueError(f"label_smoothing applies to softmax_cross_entropy only, not to {resolved.name!r}")
+        if not (0.0 <= label_smoothing < 1.0) or math.isnan(label_smoothing):
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        resolved = dataclasses.replace(resolved, options=(("label_smoothing", float(label_smoothing)),))
+    return resolved

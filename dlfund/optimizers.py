@@ -1,0 +1,347 @@
+"""Optimizers (Optax) and learning-rate schedules, by name.
+
+``get("adam", learning_rate=1e-3, schedule="warmup_cosine", total_steps=1000, clip_norm=1.0, weight_decay=1e-4)``
+returns an :class:`Optimizer`: a frozen, hashable description whose ``tx`` is the Optax transformation
+
+    clip_by_global_norm(clip_norm)  ->  <optimizer>(learning_rate=schedule)  ->  decoupled weight decay
+
+Weight decay here is always *decoupled* (Loshchilov & Hutter, AdamW): it shrinks weights by
+``learning_rate(step) * weight_decay * w`` after the optimizer's own update, so it is not rescaled by Adam's or
+RMSprop's gradient statistics. For ``adamw`` that is exactly ``optax.adamw``. By default it skips biases and
+normalization scales (every parameter with fewer than 2 dimensions). For an L2 penalty *added to the loss* instead,
+see :mod:`dlfund.regularizers`.
+
+Because an ``Optimizer`` is a value (equal settings compare equal), a second ``fit`` with the same settings reuses
+the compiled train step instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dlfund.registry import Registry
+
+Schedule = Callable[[jax.Array], jax.Array]
+
+
+# --- schedules --------------------------------------------------------------------------------------------------
+
+
+def _need_total(name: str, total_steps: int | None) -> int:
+    if total_steps is None or total_steps < 1:
+        raise ValueError(
+            f"schedule {name!r} needs the run length: pass total_steps (dlfund.fit does this for you) "
+            "or the schedule's own step counts"
+        )
+    return int(total_steps)
+
+
+def constant(learning_rate: float, total_steps: int | None = None) -> Schedule:
+    """The same rate at every step."""
+    return optax.constant_schedule(learning_rate)
+
+
+def cosine(
+    learning_rate: float,
+    total_steps: int | None = None,
+    *,
+    decay_steps: int | None = None,
+    alpha: float = 0.0,
+) -> Schedule:
+    """Cosine decay from ``learning_rate`` to ``alpha * learning_rate`` over ``decay_steps`` (default: the run)."""
+    steps = decay_steps if decay_steps is not None else _need_total("cosine", total_steps)
+    return optax.cosine_decay_schedule(learning_rate, steps, alpha=alpha)
+
+
+def warmup_cosine(
+    learning_rate: float,
+    total_steps: int | None = None,
+    *,
+    warmup_steps: int | None = None,
+    decay_steps: int | None = None,
+    end_value: float = 0.0,
+) -> Schedule:
+    """Linear warm-up from 0 to ``learning_rate``, then cosine decay to ``end_value``.
+
+    Defaults: warm-up over the first 5% of the run (enough to keep Adam's early, badly estimated second moments
+    from taking huge steps), decay until the end of the run.
+    """
+    if decay_steps is None:
+        decay_steps = _need_total("warmup_cosine", total_steps)
+    if warmup_steps is None:
+        warmup_steps = max(1, decay_steps // 20)
+    return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, decay_steps, end_value)
+
+
+def exponential(
+    learning_rate: float,
+    total_steps: int | None = None,
+    *,
+    decay_rate: float = 0.1,
+    transition_steps: int | None = None,
+    staircase: bool = False,
+) -> Schedule:
+    """``learning_rate * decay_rate ** (step / transition_steps)``; by default a tenth of the rate at the end."""
+    steps = transition_steps if transition_steps is not None else _need_total("exponential", total_steps)
+    return optax.exponential_decay(learning_rate, steps, decay_rate, staircase=staircase)
+
+
+def step(
+    learning_rate: float,
+    total_steps: int | None = None,
+    *,
+    boundaries: tuple[int, ...] | None = None,
+    factor: float = 0.1,
+) -> Schedule:
+    """Piecewise constant: multiply the rate by ``factor`` at each boundary (default: 50% and 75% of the run,
+    the classic ImageNet/ResNet recipe)."""
+    if boundaries is None:
+        total = _need_total("step", total_steps)
+        boundaries = (total // 2, (3 * total) // 4)
+    return optax.piecewise_constant_schedule(learning_rate, {int(b): factor for b in boundaries})
+
+
+SCHEDULES: Registry[Callable[..., Schedule]] = Registry("schedule")
+for _fn in (constant, cosine, warmup_cosine, exponential, step):
+    SCHEDULES.register(_fn.__name__, _fn)
+
+
+# --- decoupled weight decay -------------------------------------------------------------------------------------
+
+
+def kernels_only(params: Any) -> Any:
+    """Default decay mask: True for weight matrices/kernels (ndim >= 2), False for biases and norm scales."""
+    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+class DecoupledDecayState(NamedTuple):
+    count: jax.Array  # the step, so the decay follows the learning-rate schedule
+
+
+def decoupled_weight_decay(
+    weight_decay: float, schedule: Schedule, mask: Callable[[Any], Any] | None = kernels_only
+) -> optax.GradientTransformation:
+    """Adds ``-schedule(step) * weight_decay * param`` to the (already learning-rate-scaled) updates."""
+
+    def init(params):
+        return DecoupledDecayState(count=jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("decoupled weight decay needs the parameters: call tx.update(grads, state, params)")
+        rate = schedule(state.count) * weight_decay
+        keep = mask(params) if mask is not None else jax.tree.map(lambda _: True, params)
+        updates = jax.tree.map(lambda u, p, m: u - rate * p if m else u, updates, params, keep)
+        return updates, DecoupledDecayState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init, update)
+
+
+# --- optimizers -------------------------------------------------------------------------------------------------
+
+
+def _sgd(learning_rate, **options):
+    return optax.sgd(learning_rate, **options)
+
+
+def _momentum(learning_rate, momentum: float = 0.9, **options):
+    # 0.9: the textbook heavy-ball value; averages gradients over ~10 steps.
+    return optax.sgd(learning_rate, momentum=momentum, **options)
+
+
+def _nesterov(learning_rate, momentum: float = 0.9, **options):
+    return optax.sgd(learning_rate, momentum=momentum, nesterov=True, **options)
+
+
+_BASE: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "sgd": _sgd,
+    "momentum": _momentum,
+    "nesterov": _nesterov,
+    "rmsprop": optax.rmsprop,
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+    "adagrad": optax.adagrad,
+}
+OPTIMIZERS: Registry[Callable[..., optax.GradientTransformation]] = Registry("optimizer")
+for _name, _factory in _BASE.items():
+    OPTIMIZERS.register(_name, _factory)
+
+
+def _accepted_options(name: str) -> set[str]:
+    factory = OPTIMIZERS.get(name)
+    params = set(inspect.signature(factory).parameters)
+    if name in ("sgd", "momentum", "nesterov"):
+        params |= set(inspect.signature(optax.sgd).parameters)
+    return params - {"learning_rate", "options", "weight_decay", "mask"}
+
+
+def _check_positive(what: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
+        raise ValueError(f"{what} must be a positive number, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """A named Optax optimizer with its schedule, clipping and decoupled weight decay; hashable by value.
+
+    Build it with :func:`get`. ``tx`` is the Optax transformation; ``learning_rate_at(step)`` the scheduled rate
+    (what the train step reports in its measurements and ``History`` records per epoch).
+    """
+
+    name: str
+    learning_rate: float
+    schedule: str = "constant"
+    total_steps: int | None = None
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+    schedule_options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def tx(self) -> optax.GradientTransformation:
+        return _build_tx(self)
+
+    def learning_rate_at(self, step: jax.Array) -> jax.Array:
+        return _build_schedule(self)(step)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly description (for configs and logs)."""
+        return {
+            "name": self.name,
+            "learning_rate": self.learning_rate,
+            "schedule": self.schedule,
+            "total_steps": self.total_steps,
+            "weight_decay": self.weight_decay,
+            "clip_norm": self.clip_norm,
+            **{f"option.{k}": v for k, v in self.options},
+            **{f"schedule.{k}": v for k, v in self.schedule_options},
+        }
+
+
+@functools.lru_cache(maxsize=256)
+def _build_schedule(opt: Optimizer) -> Schedule:
+    return SCHEDULES.get(opt.schedule)(opt.learning_rate, opt.total_steps, **dict(opt.schedule_options))
+
+
+@functools.lru_cache(maxsize=256)
+def _build_tx(opt: Optimizer) -> optax.GradientTransformation:
+    schedule = _build_schedule(opt)
+    options = dict(opt.options)
+    parts = []
+    if opt.clip_norm is not None:
+        parts.append(optax.clip_by_global_norm(opt.clip_norm))
+    if opt.name == "adamw":
+        parts.append(optax.adamw(schedule, weight_decay=opt.weight_decay, mask=kernels_only, **options))
+    else:
+        parts.append(OPTIMIZERS.get(opt.name)(schedule, **options))
+        if opt.weight_decay:
+            parts.append(decoupled_weight_decay(opt.weight_decay, schedule))
+    return parts[0] if len(parts) == 1 else optax.chain(*parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomOptimizer:
+    """Wraps a user's own ``optax.GradientTransformation``.
+
+    ``learning_rate`` (a float or an Optax schedule), if given, is only reported in measurements/history; the
+    transformation itself decides the real step size.
+    """
+
+    transformation: optax.GradientTransformation
+    learning_rate: float | Schedule | None = None
+    name: str = "custom"
+
+    @property
+    def tx(self) -> optax.GradientTransformation:
+        return self.transformation
+
+    def learning_rate_at(self, step: jax.Array) -> jax.Array:
+        if self.learning_rate is None:
+            return jnp.asarray(jnp.nan, jnp.float32)
+        if callable(self.learning_rate):
+            return jnp.asarray(self.learning_rate(step), jnp.float32)
+        return jnp.asarray(self.learning_rate, jnp.float32)
+
+    def describe(self) -> dict[str, Any]:
+        lr = self.learning_rate if isinstance(self.learning_rate, (int, float)) else None
+        return {"name": self.name, "learning_rate": lr}
+
+
+def get(
+    optimizer: str | Optimizer | CustomOptimizer | optax.GradientTransformation = "adam",
+    *,
+    learning_rate: float = 1e-3,
+    schedule: str = "constant",
+    total_steps: int | None = None,
+    weight_decay: float = 0.0,
+    clip_norm: float | None = None,
+    schedule_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> Optimizer | CustomOptimizer:
+    """Builds an optimizer description; validates every setting before anything is traced.
+
+    Args:
+      optimizer: a name (sgd, momentum, nesterov, rmsprop, adam, adamw, adagrad), an ``Optimizer`` (returned with
+        ``total_steps`` filled in if it had none) or an ``optax.GradientTransformation`` (wrapped as is).
+      learning_rate: the peak rate, > 0. 1e-3 is Adam's published default.
+      schedule: constant, cosine, warmup_cosine, exponential or step (see each function's docstring).
+      total_steps: the run length in optimizer steps, for schedules that decay over the run.
+      weight_decay: decoupled weight decay coefficient (>= 0), skipping biases and normalization scales.
+      clip_norm: clip the global gradient norm to this value before the update (None: no clipping).
+      schedule_options: keyword arguments of the schedule (e.g. ``{"warmup_steps": 100}``).
+      **options: keyword arguments of the Optax optimizer (e.g. ``momentum=0.95``, ``b1=0.8``).
+    Raises:
+      ValueError: unknown optimizer/schedule/option name (listing the valid ones) or an out-of-range value.
+    """
+    if isinstance(optimizer, Optimizer):
+        if optimizer.total_steps is None and total_steps is not None and optimizer.schedule != "constant":
+            optimizer = dataclasses.replace(optimizer, total_steps=int(total_steps))
+        _build_tx(optimizer)  # validate now, not inside a trace
+        return optimizer
+    if isinstance(optimizer, CustomOptimizer):
+        return optimizer
+    if isinstance(optimizer, optax.GradientTransformation):
+        return CustomOptimizer(optimizer, learning_rate)
+    if not isinstance(optimizer, str):
+        raise TypeError(f"optimizer must be a name, an Optimizer or an optax transformation, got {optimizer!r}")
+    OPTIMIZERS.get(optimizer)  # an unknown name fails here, listing the known ones
+    name = optimizer.strip().lower().replace("-", "_")
+    _check_positive("learning_rate", learning_rate)
+    SCHEDULES.get(schedule)
+    if weight_decay is None or math.isnan(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if clip_norm is not None:
+        _check_positive("clip_norm", clip_norm)
+    unknown = set(options) - _accepted_options(name)
+    if unknown:
+        raise ValueError(
+            f"optimizer {name!r} does not take {sorted(unknown)}; its options are {sorted(_accepted_options(name))}"
+        )
+    # A constant rate does not depend on the run length; forgetting it keeps equal settings equal, so runs of
+    # different lengths share one compiled step.
+    if schedule.strip().lower() == "constant":
+        total_steps = None
+    opt = Optimizer(
+        name=name,
+        learning_rate=float(learning_rate),
+        schedule=schedule.strip().lower(),
+        total_steps=None if total_steps is None else int(total_steps),
+        weight_decay=float(weight_decay),
+        clip_norm=None if clip_norm is None else float(clip_norm),
+        options=tuple(sorted(options.items())),
+        schedule_options=tuple(sorted((schedule_options or {}).items())),
+    )
+    try:
+        _build_tx(opt)
+    except TypeError as error:  # a schedule option the schedule does not take
+        raise ValueError(f"schedule {schedule!r}: {error}") from None
+    return opt

@@ -1,0 +1,33 @@
+"""Training: the state, the compiled steps, the epoch strategies, and the ``fit`` loop on top of them."""
+
+from dlfund.train.callbacks import Callback, LambdaCallback
+from dlfund.train.early_stopping import EarlyStopping, EarlyStoppingState
+from dlfund.train.evaluation import evaluate, evaluate_arrays, predict
+from dlfund.train.execution import EpochResult, choose_strategy, loop_epoch, scan_epoch
+from dlfund.train.fit import FitResult, NonFiniteLossWarning, fit
+from dlfund.train.state import Objective, TrainState, create_train_state
+from dlfund.train.step import StepOutputs, eval_step, train_step, train_step_with_outputs
+
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "EarlyStoppingState",
+    "EpochResult",
+    "FitResult",
+    "LambdaCallback",
+    "NonFiniteLossWarning",
+    "Objective",
+    "StepOutputs",
+    "TrainState",
+    "choose_strategy",
+    "create_train_state",
+    "eval_step",
+    "evaluate",
+    "evaluate_arrays",
+    "fit",
+    "loop_epoch",
+    "predict",
+    "scan_epoch",
+    "train_step",
+    "train_step_with_outputs",
+]

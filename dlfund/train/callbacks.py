@@ -1,0 +1,47 @@
+"""Host-side hooks into ``dlfund.fit`` (logging, custom stopping rules, plots), Keras style."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class Callback:
+    """Subclass and override what you need. All hooks run on the host between compiled epochs.
+
+    ``on_epoch_end`` may return True to stop training after this epoch.
+    """
+
+    def on_train_begin(self, config: dict[str, Any]) -> None:
+        """Called once with the resolved run configuration (JSON-friendly dict)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], state: Any) -> bool | None:
+        """Called after each epoch (1-based) with that epoch's history row and the current ``TrainState``."""
+        return None
+
+    def on_train_end(self, result: Any) -> None:
+        """Called once with the :class:`dlfund.FitResult`."""
+
+
+class LambdaCallback(Callback):
+    """A callback from plain functions, e.g. ``LambdaCallback(on_epoch_end=lambda epoch, logs, state: ...)``."""
+
+    def __init__(
+        self,
+        *,
+        on_train_begin: Callable[[dict[str, Any]], None] | None = None,
+        on_epoch_end: Callable[[int, dict[str, float], Any], bool | None] | None = None,
+        on_train_end: Callable[[Any], None] | None = None,
+    ):
+        self._begin, self._epoch_end, self._end = on_train_begin, on_epoch_end, on_train_end
+
+    def on_train_begin(self, config):
+        if self._begin:
+            self._begin(config)
+
+    def on_epoch_end(self, epoch, logs, state):
+        return self._epoch_end(epoch, logs, state) if self._epoch_end else None
+
+    def on_train_end(self, result):
+        if self._end:
+            self._end(result)

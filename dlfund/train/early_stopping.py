@@ -1,0 +1,87 @@
+"""Early stopping as a pure init/update state machine (usable on the host and inside jit/scan alike)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+_MODES = ("auto", "min", "max")
+# Monitored quantities that improve by going up; everything else (losses, errors) improves by going down.
+_HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "auc")
+
+
+class EarlyStoppingState(NamedTuple):
+    """Attributes: best value so far, its epoch (-1: none yet), epochs since it, and whether to stop now."""
+
+    best: jax.Array
+    best_epoch: jax.Array
+    wait: jax.Array
+    stop: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """Stop training when a monitored quantity has not improved for ``patience`` epochs.
+
+    An epoch improves on the best so far when its value beats the best by more than ``min_delta`` (lower for
+    ``mode="min"``, higher for ``"max"``; ``"auto"`` infers the direction from the name). Training stops after
+    ``patience`` epochs in a row without improvement; with ``restore_best``, ``fit`` returns the weights of the
+    best epoch. A NaN value never counts as an improvement.
+
+    Args:
+      monitor: a history column, e.g. "val_loss" (default) or "val_accuracy".
+      patience: epochs without improvement before stopping, >= 1. 5: tolerant of the usual epoch-to-epoch noise
+        of a small validation set without wasting many epochs.
+      min_delta: minimum change that counts as an improvement, >= 0.
+      mode: "auto", "min" or "max".
+      restore_best: return the best epoch's weights rather than the last epoch's.
+    """
+
+    monitor: str = "val_loss"
+    patience: int = 5
+    min_delta: float = 0.0
+    mode: str = "auto"
+    restore_best: bool = True
+
+    def __post_init__(self):
+        if self.mode not in _MODES:
+            raise ValueError(f"EarlyStopping mode must be one of {_MODES}, got {self.mode!r}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
+            raise ValueError(f"EarlyStopping patience must be an integer >= 1, got {self.patience!r}")
+        if not (self.min_delta >= 0) or math.isinf(self.min_delta):
+            raise ValueError(f"EarlyStopping min_delta must be a finite number >= 0, got {self.min_delta!r}")
+
+    @property
+    def maximize(self) -> bool:
+        if self.mode != "auto":
+            return self.mode == "max"
+        name = self.monitor.removeprefix("val_")
+        return any(name.startswith(h) for h in _HIGHER_IS_BETTER)
+
+    def init(self) -> EarlyStoppingState:
+        worst = -jnp.inf if self.maximize else jnp.inf
+        return EarlyStoppingState(
+            best=jnp.asarray(worst, jnp.float32),
+            best_epoch=jnp.asarray(-1, jnp.int32),
+            wait=jnp.asarray(0, jnp.int32),
+            stop=jnp.asarray(False),
+        )
+
+    def update(self, state: EarlyStoppingState, value: jax.Array, epoch: jax.Array) -> EarlyStoppingState:
+        """The state after an epoch whose monitored quantity is ``value``."""
+        value = jnp.asarray(value, jnp.float32)
+        sign = 1.0 if self.maximize else -1.0
+        improved = jnp.isfinite(value) & (sign * (value - state.best) > self.min_delta)
+        # The first finite value always becomes the best (otherwise min_delta could hide it against +-inf).
+        improved = improved | (jnp.isfinite(value) & (state.best_epoch < 0))
+        wait = jnp.where(improved, 0, state.wait + 1)
+        return EarlyStoppingState(
+            best=jnp.where(improved, value, state.best),
+            best_epoch=jnp.where(improved, jnp.asarray(epoch, jnp.int32), state.best_epoch),
+            wait=wait,
+            stop=wait >= self.patience,
+        )

@@ -1,0 +1,172 @@
+"""Evaluation and prediction over whole arrays, in compiled batches, without dropping any example."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from dlfund import losses as losses_lib
+from dlfund import metrics as metrics_lib
+from dlfund.train import checks
+from dlfund.train.state import Objective, TrainState, _takes_rngs
+
+#: Evaluation batch: large enough to amortize per-batch overhead, small enough to bound activation memory.
+EVAL_BATCH_SIZE = 1024
+
+
+def _batch_indices(i: jax.Array, batch_size: int, num_examples: int) -> tuple[jax.Array, jax.Array]:
+    """Indices of batch ``i`` (clamped to the last example) and the mask of real (not padding) rows."""
+    idx = i * batch_size + jnp.arange(batch_size)
+    return jnp.minimum(idx, num_examples - 1), (idx < num_examples).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "metrics"))
+def evaluate_arrays(state: TrainState, x: jax.Array, y: jax.Array, *, batch_size: int, metrics: tuple[Any, ...]):
+    """Metric values over all of ``(x, y)``, in eval mode; the last batch is padded and masked, not dropped.
+
+    Args:
+      state: the training state (only the model and objective are used).
+      x: [N, ...] inputs; y: [N] labels or [N, ...] targets.
+      batch_size: rows per compiled batch.
+      metrics: metric accumulators (``dlfund.metrics``).
+    Returns:
+      a tuple with one computed value per metric.
+    """
+    n = x.shape[0]
+    loss = state.objective.loss
+
+    def body(metric_states, i):
+        idx, mask = _batch_indices(i, batch_size, n)
+        outputs, _ = state.apply(x[idx], train=False)
+        labels = y[idx]
+        per_example = loss(outputs, labels)
+        predictions = loss.predict(outputs) if loss.is_classification else None
+        metric_states = tuple(
+            m.update(s, labels=labels, predictions=predictions, losses=per_example, mask=mask)
+            for m, s in zip(metrics, metric_states)
+        )
+        return metric_states, None
+
+    steps = math.ceil(n / batch_size)
+    metric_states, _ = jax.lax.scan(body, tuple(m.init() for m in metrics), jnp.arange(steps))
+    return tuple(m.compute(s) for m, s in zip(metrics, metric_states))
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size",))
+def _predict_arrays(state: TrainState, x: jax.Array, *, batch_size: int) -> jax.Array:
+    n = x.shape[0]
+
+    def body(_, i):
+        idx, _mask = _batch_indices(i, batch_size, n)
+        outputs, _ = state.apply(x[idx], train=False)
+        return None, outputs
+
+    _, outputs = jax.lax.scan(body, None, jnp.arange(math.ceil(n / batch_size)))
+    return outputs.reshape(-1, *outputs.shape[2:])[:n]
+
+
+def eval_state(model: nnx.Module, loss: Any = None) -> TrainState:
+    """A state for evaluation only (no optimizer); shares the model's arrays (nothing is donated)."""
+    clone = nnx.merge(*nnx.split(model))
+    clone.train()  # the same graph definition as training states, so compiled programs are shared
+    graphdef, params, model_state = nnx.split(clone, nnx.Param, ...)
+    loss = losses_lib.get(loss if loss is not None else getattr(model, "default_loss", "softmax_cross_entropy"))
+    return TrainState(
+        params=params,
+        model_state=model_state,
+        opt_state=None,
+        step=jnp.zeros([], jnp.int32),
+        key=jax.random.key(0),
+        graphdef=graphdef,
+        optimizer=None,
+        objective=Objective(loss=loss),
+        call_takes_rngs=_takes_rngs(model),
+    )
+
+
+def output_shape(state: TrainState, example_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The model's output shape for a batch of 2 examples (traced abstractly: nothing runs or compiles).
+
+    Raises:
+      ValueError: the model cannot run on such inputs; the message names the input shape.
+    """
+    probe = jax.ShapeDtypeStruct((2, *example_shape), jnp.float32)
+    try:
+        out = jax.eval_shape(lambda s, x: s.apply(x, train=False)[0], state, probe)
+    except Exception as error:  # a shape error deep inside a layer; say which input caused it
+        raise ValueError(
+            f"the model cannot run on examples of shape {tuple(example_shape)}: {type(error).__name__}: {error}"
+        ) from error
+    return tuple(out.shape)
+
+
+def classes_from_outputs(loss: losses_lib.Loss, out_shape: tuple[int, ...]) -> int | None:
+    """How many classes the model's outputs distinguish (None for regression)."""
+    if not loss.is_classification:
+        return None
+    if loss.task == losses_lib.BINARY or (len(out_shape) == 1 or out_shape[-1] == 1):
+        return 2
+    return int(out_shape[-1])
+
+
+DEFAULT_METRICS = ("loss", "accuracy", "precision_macro", "recall_macro", "f1_macro", "confusion_matrix")
+
+
+def evaluate(
+    model: nnx.Module,
+    split: Any,
+    *,
+    loss: Any = None,
+    metrics: tuple[Any, ...] | None = None,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> dict[str, Any]:
+    """Evaluates ``model`` on a split; every example counts.
+
+    Args:
+      model: an NNX module (evaluated in eval mode: no dropout, batch norm on running statistics).
+      split: an ``(x, y)`` pair, or a :class:`dlfund.data.Dataset` (its test split).
+      loss: default: the model's ``default_loss``.
+      metrics: names or accumulators; default: loss, accuracy, macro precision/recall/F1 and the confusion
+        matrix (for a binary task also precision/recall/F1 of the positive class 1); regression: loss only.
+      batch_size: rows per compiled batch.
+    Returns:
+      a dict of Python floats (the confusion matrix as a list of lists), plus ``num_examples``.
+    """
+    if hasattr(split, "test") and hasattr(split, "num_classes"):
+        split = split.test
+    x, y = checks.as_split("evaluation", split)
+    state = eval_state(model, loss)
+    checks.check_model_input(model, x.shape[1:])
+    num_classes = classes_from_outputs(state.objective.loss, output_shape(state, x.shape[1:]))
+    y = checks.check_targets("evaluation", y, state.objective.loss, num_classes)
+    if metrics is None:
+        metrics = ("loss",)
+        if num_classes is not None:
+            metrics = DEFAULT_METRICS + (("precision", "recall", "f1") if num_classes == 2 else ())
+    resolved = tuple(metrics_lib.get_metric(m, num_classes) for m in metrics)
+    batch_size = checks.check_positive_int("batch_size", batch_size)
+    values = evaluate_arrays(state, x, y, batch_size=min(batch_size, len(x)), metrics=resolved)
+    result: dict[str, Any] = {m.name: _to_python(v) for m, v in zip(resolved, jax.device_get(values))}
+    result["num_examples"] = len(x)
+    return result
+
+
+def predict(model: nnx.Module, x: Any, *, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+    """Model outputs (logits for classifiers) for every example of x [N, ...], in eval mode: [N, ...]."""
+    x = np.asarray(x, np.float32)
+    checks.check_model_input(model, x.shape[1:])
+    state = eval_state(model)
+    return np.asarray(
+        _predict_arrays(state, x, batch_size=min(checks.check_positive_int("batch_size", batch_size), len(x)))
+    )
+
+
+def _to_python(value: Any) -> Any:
+    value = np.asarray(value)
+    return value.item() if value.ndim == 0 else value.tolist()

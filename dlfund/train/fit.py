@@ -1,0 +1,332 @@
+"""``dlfund.fit``: a thin host loop over compiled epochs, with validation, early stopping and callbacks."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from dlfund import losses as losses_lib
+from dlfund import metrics as metrics_lib
+from dlfund import optimizers as optimizers_lib
+from dlfund.history import History
+from dlfund.train import checks
+from dlfund.train.callbacks import Callback
+from dlfund.train.early_stopping import EarlyStopping
+from dlfund.train.evaluation import EVAL_BATCH_SIZE, classes_from_outputs, evaluate_arrays, output_shape
+from dlfund.train.execution import STRATEGIES, choose_strategy
+from dlfund.train.state import TrainState, create_train_state
+
+# Streams derived from the seed: one for the state (dropout), one for the data order.
+_STATE_STREAM, _ORDER_STREAM = 0, 1
+
+
+class NonFiniteLossWarning(RuntimeWarning):
+    """Training stopped because the loss or gradient became NaN/Inf."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+      model: the trained model (the same object that was passed in, updated in place and left in eval mode);
+        with early stopping and ``restore_best``, it holds the best epoch's weights.
+      history: per-epoch metrics (:class:`dlfund.History`).
+      best_epoch: 1-based epoch with the best monitored value (early stopping's monitor, else ``val_loss``, else
+        ``loss``); None if no epoch finished.
+      state: the final :class:`TrainState` (last epoch, not the restored best), e.g. to continue training.
+      stop_reason: why training ended early (early stopping, non-finite loss, a callback), or None.
+      execution: the epoch strategy used ("scan" or "loop").
+      epoch_seconds: wall time of each epoch (the first includes compilation).
+    """
+
+    model: nnx.Module
+    history: History
+    best_epoch: int | None
+    state: TrainState
+    stop_reason: str | None
+    execution: str
+    epoch_seconds: list[float]
+    config: dict[str, Any]
+
+
+def _split_data(data: Any, validation_data: Any) -> tuple[Any, Any, int | None]:
+    """(train pair, validation pair or None, dataset num_classes or None)."""
+    if hasattr(data, "train") and hasattr(data, "num_classes"):  # a dlfund.data.Dataset
+        val = validation_data if validation_data is not None else getattr(data, "val", None)
+        return data.train, val, data.num_classes
+    return data, validation_data, None
+
+
+def _resolve_metrics(names: Sequence[Any], num_classes: int | None) -> tuple[Any, ...]:
+    resolved = [metrics_lib.get_metric("loss", num_classes)]
+    for spec in names:
+        if num_classes is None and spec != "loss":
+            raise ValueError(f"metric {spec!r} needs class predictions, but this is a regression loss; use metrics=()")
+        metric = metrics_lib.get_metric(spec, num_classes)
+        if isinstance(metric, metrics_lib.ConfusionMatrix):
+            raise ValueError("the confusion matrix is not a per-epoch scalar; get it from dlfund.evaluate(...)")
+        if metric.name not in [m.name for m in resolved]:
+            resolved.append(metric)
+    return tuple(resolved)
+
+
+def fit(
+    model: nnx.Module,
+    data: Any,
+    *,
+    optimizer: str | Any = "adam",
+    learning_rate: float = 1e-3,
+    epochs: int = 10,
+    batch_size: int = 32,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+    early_stopping: EarlyStopping | None = None,
+    metrics: Sequence[Any] | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    validation_data: Any = None,
+    loss: str | Any = None,
+    label_smoothing: float | None = None,
+    regularizers: Sequence[Any] = (),
+    schedule: str = "constant",
+    clip_norm: float | None = None,
+    optimizer_options: dict[str, Any] | None = None,
+    schedule_options: dict[str, Any] | None = None,
+    execution: str = "auto",
+) -> FitResult:
+    """Trains ``model`` on ``data``; everything is validated before anything compiles.
+
+    Each epoch shuffles the training set (on the device) and runs ``len(train) // batch_size`` optimizer steps;
+    the ragged remainder is skipped for that epoch (a different remainder each epoch, since the order changes).
+    Validation and evaluation use every example.
+
+    Args:
+      model: a Flax NNX module, e.g. ``dlfund.models.MLP(64, (128,), 10, rngs=nnx.Rngs(0))``.
+      data: a :class:`dlfund.data.Dataset` (its train split, validated on its val split) or an ``(x, y)`` pair.
+      optimizer: sgd, momentum, nesterov, rmsprop, adam, adamw, adagrad, an ``Optimizer`` or an Optax
+        transformation.
+      learning_rate: peak learning rate, > 0.
+      epochs: passes over the training set, >= 1.
+      batch_size: examples per step, >= 1 (larger than the training set: one full batch, with a warning).
+      seed: seeds the data order and dropout; the same seed gives the same history on the same machine.
+      weight_decay: decoupled weight decay (skips biases and normalization scales).
+      early_stopping: an :class:`EarlyStopping`, or None to train all epochs.
+      metrics: training/validation metrics besides the loss, by name ("accuracy", "f1", "precision_macro", ...)
+        or accumulator; default ``("accuracy",)`` for classification, none for regression.
+      callbacks: :class:`dlfund.Callback` objects.
+      progress: show a tqdm progress bar (works in Jupyter).
+      validation_data: an ``(x, y)`` pair (overrides a Dataset's val split).
+      loss: a name, ``Loss`` or callable; default: the model's ``default_loss``.
+      label_smoothing: for softmax cross-entropy.
+      regularizers: penalties added to the loss, e.g. ``("l2:1e-4",)``.
+      schedule: learning-rate schedule: constant, cosine, warmup_cosine, exponential, step.
+      clip_norm: clip the global gradient norm (None: off).
+      optimizer_options / schedule_options: extra keyword arguments for the Optax optimizer / the schedule.
+      execution: "auto" (measured best per backend and model), "scan" or "loop".
+    Returns:
+      a :class:`FitResult`.
+    """
+    epochs = checks.check_positive_int("epochs", epochs)
+    batch_size = checks.check_positive_int("batch_size", batch_size)
+    if isinstance(optimizer, str):
+        learning_rate = checks.check_learning_rate(learning_rate)
+    train_split, val_split, dataset_classes = _split_data(data, validation_data)
+    x_train, y_train = checks.as_split("train", train_split)
+    val_arrays = checks.as_split("validation", val_split) if val_split is not None else None
+    checks.check_model_input(model, x_train.shape[1:])
+    if val_arrays is not None and val_arrays[0].shape[1:] != x_train.shape[1:]:
+        raise ValueError(
+            f"validation examples have shape {val_arrays[0].shape[1:]}, training examples {x_train.shape[1:]}"
+        )
+
+    batch_size = checks.effective_batch_size(batch_size, len(x_train))
+    steps_per_epoch = len(x_train) // batch_size
+    opt = optimizers_lib.get(
+        optimizer,
+        learning_rate=learning_rate,
+        schedule=schedule,
+        total_steps=epochs * steps_per_epoch,
+        weight_decay=weight_decay,
+        clip_norm=clip_norm,
+        schedule_options=schedule_options,
+        **(optimizer_options or {}),
+    )
+    root = jax.random.key(seed)
+    state = create_train_state(
+        model,
+        optimizer=opt,
+        loss=losses_lib.get(
+            loss if loss is not None else getattr(model, "default_loss", "softmax_cross_entropy"),
+            label_smoothing=label_smoothing,
+        ),
+        regularizers=tuple(regularizers),
+        key=jax.random.fold_in(root, _STATE_STREAM),
+    )
+    objective_loss = state.objective.loss
+    num_classes = classes_from_outputs(objective_loss, output_shape(state, x_train.shape[1:]))
+    binary_ok = num_classes == 2 and dataset_classes is not None and dataset_classes <= 2
+    if dataset_classes is not None and num_classes not in (None, dataset_classes) and not binary_ok:
+        raise ValueError(
+            f"the model distinguishes {num_classes} classes (its output shape) but the dataset has "
+            f"{dataset_classes}; build the model with num_classes={dataset_classes}"
+        )
+    y_train = checks.check_targets("train", y_train, objective_loss, num_classes)
+    if val_arrays is not None:
+        val_arrays = (
+            val_arrays[0],
+            checks.check_targets("validation", val_arrays[1], objective_loss, num_classes),
+        )
+    if metrics is None:
+        metrics = ("accuracy",) if num_classes is not None else ()
+    train_metrics = _resolve_metrics(metrics, num_classes)
+    columns = [m.name for m in train_metrics]
+    if val_arrays is not None:
+        columns += [f"val_{c}" for c in columns]
+    if early_stopping is not None and early_stopping.monitor not in columns:
+        hint = " (pass validation_data)" if early_stopping.monitor.startswith("val_") else ""
+        raise ValueError(
+            f"early stopping monitors {early_stopping.monitor!r}, which this run does not record{hint}; "
+            f"recorded: {', '.join(columns)}"
+        )
+    strategy = choose_strategy(model, execution)
+    config = {
+        "optimizer": opt.describe(),
+        "loss": objective_loss.describe(),
+        "regularizers": [p.describe() for p in state.objective.penalties],
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch,
+        "seed": seed,
+        "metrics": [m.name for m in train_metrics],
+        "execution": strategy,
+        "num_train": len(x_train),
+        "num_val": 0 if val_arrays is None else len(val_arrays[0]),
+        "early_stopping": None if early_stopping is None else dataclasses.asdict(early_stopping),
+    }
+    for callback in callbacks:
+        callback.on_train_begin(config)
+
+    return _train(
+        model=model,
+        state=state,
+        train=(jax.device_put(x_train), jax.device_put(y_train)),
+        val=None if val_arrays is None else tuple(jax.device_put(a) for a in val_arrays),
+        order_root=jax.random.fold_in(root, _ORDER_STREAM),
+        epochs=epochs,
+        batch_size=batch_size,
+        metrics=train_metrics,
+        early_stopping=early_stopping,
+        callbacks=tuple(callbacks),
+        progress=progress,
+        strategy=strategy,
+        config=config,
+    )
+
+
+def _nonfinite_message(epoch: int, step_in_epoch: int, steps: int, global_step: int, measurements) -> str:
+    what = "loss" if not np.isfinite(measurements["loss"][step_in_epoch]) else "gradient"
+    return (
+        f"training stopped: the {what} became NaN/Inf at epoch {epoch}, step {step_in_epoch + 1} of {steps} "
+        f"(global step {global_step}). The model keeps the weights from before that step. Usual causes: a "
+        "learning rate that is too high, inputs that are not normalized, or log(0)/division by 0 in a custom "
+        "loss. Try a smaller learning_rate, clip_norm=1.0, or check the data."
+    )
+
+
+def _train(
+    *,
+    model,
+    state,
+    train,
+    val,
+    order_root,
+    epochs,
+    batch_size,
+    metrics,
+    early_stopping,
+    callbacks,
+    progress,
+    strategy,
+    config,
+) -> FitResult:
+    run_epoch = STRATEGIES[strategy]
+    history = History()
+    stopper_state = early_stopping.init() if early_stopping is not None else None
+    best_weights = None
+    stop_reason = None
+    epoch_seconds = []
+    val_batch = None if val is None else min(EVAL_BATCH_SIZE, val[0].shape[0])
+    bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", disable=not progress, leave=True)
+    for epoch in bar:
+        start = time.perf_counter()
+        result = run_epoch(state, *train, jax.random.fold_in(order_root, epoch), batch_size=batch_size, metrics=metrics)
+        state = result.state
+        values, measurements, halted = jax.device_get((result.metrics, result.measurements, result.halted))
+        if halted:
+            bad = int(np.argmin(np.isfinite(measurements["loss"]) & np.isfinite(measurements["grad_norm"])))
+            stop_reason = _nonfinite_message(epoch, bad, len(measurements["loss"]), int(state.step) + 1, measurements)
+            warnings.warn(stop_reason, NonFiniteLossWarning, stacklevel=3)
+            epoch_seconds.append(time.perf_counter() - start)
+            break
+        row: dict[str, Any] = {"epoch": epoch}
+        row.update({m.name: float(v) for m, v in zip(metrics, values)})
+        if val is not None:
+            val_values = jax.device_get(evaluate_arrays(state, *val, batch_size=val_batch, metrics=metrics))
+            row.update({f"val_{m.name}": float(v) for m, v in zip(metrics, val_values)})
+        row["learning_rate"] = float(measurements["learning_rate"][-1])
+        history.append(row)
+        epoch_seconds.append(time.perf_counter() - start)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "learning_rate")}, refresh=False)
+
+        if early_stopping is not None:
+            stopper_state = early_stopping.update(stopper_state, row[early_stopping.monitor], epoch)
+            if int(stopper_state.best_epoch) == epoch and early_stopping.restore_best:
+                best_weights = jax.tree.map(jnp.copy, (state.params, state.model_state))
+        if any(bool(c.on_epoch_end(epoch, dict(row), state)) for c in callbacks):
+            stop_reason = f"a callback asked to stop after epoch {epoch}"
+            break
+        if stopper_state is not None and bool(stopper_state.stop):
+            stop_reason = (
+                f"early stopping: {early_stopping.monitor} did not improve for {early_stopping.patience} epochs "
+                f"(best {float(stopper_state.best):.6g} at epoch {int(stopper_state.best_epoch)})"
+            )
+            break
+    bar.close()
+
+    best_epoch = _best_epoch(history, early_stopping, stopper_state)
+    params, model_state = best_weights if best_weights is not None else (state.params, state.model_state)
+    # Copies, so that the model never shares buffers with a state that a later compiled step may donate.
+    nnx.update(model, *jax.tree.map(jnp.copy, (params, model_state)))
+    model.eval()
+    fit_result = FitResult(
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        state=state,
+        stop_reason=stop_reason,
+        execution=strategy,
+        epoch_seconds=epoch_seconds,
+        config=config,
+    )
+    for callback in callbacks:
+        callback.on_train_end(fit_result)
+    return fit_result
+
+
+def _best_epoch(history: History, early_stopping, stopper_state) -> int | None:
+    if not len(history):
+        return None
+    if stopper_state is not None and int(stopper_state.best_epoch) > 0:
+        return int(stopper_state.best_epoch)
+    monitor = "val_loss" if "val_loss" in history else "loss"
+    return history.best_epoch(monitor, mode="min")

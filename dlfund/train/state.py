@@ -1,0 +1,129 @@
+"""The training state: everything that changes during training, as one pytree.
+
+A :class:`TrainState` holds the model split by ``nnx.split`` into its trainable parameters and the rest of its
+state (batch-norm statistics, ...), the optimizer state, the step counter and a PRNG key. Its static fields (the
+graph definition, the optimizer, the objective) are values that compare by content, so equal configurations share
+compiled programs, and the whole state can be stacked (``vmap`` over seeds), sharded and checkpointed like any pytree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from dlfund import losses as losses_lib
+from dlfund import optimizers as optimizers_lib
+from dlfund import regularizers as regularizers_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What the train step minimizes: a per-example loss averaged over the batch, plus penalties on the params.
+
+    Attributes:
+      loss: the :class:`dlfund.losses.Loss`.
+      penalties: regularization penalties (:mod:`dlfund.regularizers`), summed and added to the mean loss.
+    """
+
+    loss: losses_lib.Loss
+    penalties: tuple[Any, ...] = ()
+
+
+@struct.dataclass
+class TrainState:
+    """All that a train step reads and writes.
+
+    Attributes:
+      params: trainable parameters (``nnx.Param`` variables) as an ``nnx.State``.
+      model_state: the model's other variables (e.g. batch-norm running statistics).
+      opt_state: the Optax optimizer state for ``params``.
+      step: int32 scalar, the number of optimizer steps taken.
+      key: PRNG key; the step's dropout key is ``fold_in(key, step)``, so it never needs to be split or stored.
+      graphdef, optimizer, objective, call_takes_rngs: static configuration (not arrays).
+    """
+
+    params: nnx.State
+    model_state: nnx.State
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+    graphdef: nnx.GraphDef = struct.field(pytree_node=False)
+    optimizer: Any = struct.field(pytree_node=False)
+    objective: Objective = struct.field(pytree_node=False)
+    call_takes_rngs: bool = struct.field(pytree_node=False, default=True)
+
+    def model(self, *, train: bool = False) -> nnx.Module:
+        """A module rebuilt from this state (in eval mode unless ``train``); works inside jit."""
+        module = nnx.merge(self.graphdef, self.params, self.model_state)
+        module.train() if train else module.eval()
+        return module
+
+    def apply(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None):
+        """Runs the model on x [B, ...]; returns ``(outputs, new_model_state)`` (batch stats move in training)."""
+        module = self.model(train=train)
+        outputs = module(x, rngs=key) if self.call_takes_rngs else module(x)
+        _, _, model_state = nnx.split(module, nnx.Param, ...)
+        return outputs, model_state
+
+    @property
+    def learning_rate(self) -> jax.Array:
+        """The learning rate the next step will use."""
+        return self.optimizer.learning_rate_at(self.step)
+
+
+def _takes_rngs(module: nnx.Module) -> bool:
+    try:
+        return "rngs" in inspect.signature(module.__call__).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def create_train_state(
+    model: nnx.Module,
+    *,
+    optimizer: str | Any = "adam",
+    learning_rate: float = 1e-3,
+    loss: str | losses_lib.Loss | Any | None = None,
+    regularizers: tuple[Any, ...] = (),
+    key: jax.Array,
+    **optimizer_options: Any,
+) -> TrainState:
+    """Builds the :class:`TrainState` for ``model``.
+
+    The model's arrays are copied, so donating the state to a compiled step never invalidates the user's model.
+
+    Args:
+      model: an NNX module; if its ``__call__`` takes ``rngs``, it receives the step's dropout key there.
+      optimizer: a name, a :class:`dlfund.optimizers.Optimizer` or an Optax transformation.
+      learning_rate: passed to :func:`dlfund.optimizers.get` with ``optimizer_options``.
+      loss: a name, ``Loss`` or callable; default: the model's ``default_loss`` or softmax cross-entropy.
+      regularizers: penalties such as ``"l2:1e-4"`` (see :func:`dlfund.regularizers.get`).
+      key: PRNG key (e.g. ``jax.random.key(0)``); it drives dropout.
+    """
+    opt = optimizers_lib.get(optimizer, learning_rate=learning_rate, **optimizer_options)
+    objective = Objective(
+        loss=losses_lib.get(loss if loss is not None else getattr(model, "default_loss", "softmax_cross_entropy")),
+        penalties=tuple(regularizers_lib.get(r) for r in regularizers),
+    )
+    # Split a train-mode clone: the graph definition then does not depend on the mode the user's model was left
+    # in, so a model trained, evaluated and trained again reuses the same compiled step.
+    clone = nnx.merge(*nnx.split(model))
+    clone.train()
+    graphdef, params, model_state = nnx.split(clone, nnx.Param, ...)
+    params, model_state = jax.tree.map(jnp.copy, (params, model_state))
+    return TrainState(
+        params=params,
+        model_state=model_state,
+        opt_state=opt.tx.init(params),
+        step=jnp.zeros([], jnp.int32),
+        key=key,
+        graphdef=graphdef,
+        optimizer=opt,
+        objective=objective,
+        call_takes_rngs=_takes_rngs(model),
+    )

@@ -1,0 +1,91 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from dlfund import losses
+
+KEY = jax.random.key(0)
+LOGITS = jax.random.normal(KEY, (16, 5)) * 3
+LABELS = jax.random.randint(jax.random.fold_in(KEY, 1), (16,), 0, 5)
+SCORES = jax.random.normal(jax.random.fold_in(KEY, 2), (16, 1)) * 2
+BINARY = jax.random.bernoulli(jax.random.fold_in(KEY, 3), 0.4, (16,)).astype(jnp.int32)
+
+
+def test_softmax_cross_entropy_matches_optax():
+    np.testing.assert_allclose(
+        losses.get("softmax_cross_entropy")(LOGITS, LABELS),
+        optax.softmax_cross_entropy_with_integer_labels(LOGITS, LABELS),
+        rtol=1e-6,
+    )
+    # and against the definition: -log softmax at the label
+    manual = -jax.nn.log_softmax(LOGITS)[jnp.arange(16), LABELS]
+    np.testing.assert_allclose(losses.get("cross_entropy")(LOGITS, LABELS), manual, rtol=1e-5)
+
+
+def test_label_smoothing_matches_optax():
+    loss = losses.get("softmax_cross_entropy", label_smoothing=0.1)
+    targets = optax.smooth_labels(jax.nn.one_hot(LABELS, 5), 0.1)
+    np.testing.assert_allclose(loss(LOGITS, LABELS), optax.softmax_cross_entropy(LOGITS, targets), rtol=1e-6)
+    assert loss != losses.get("softmax_cross_entropy")  # different option, different compiled step
+
+
+def test_binary_cross_entropy_matches_optax_for_both_output_shapes():
+    ref = optax.sigmoid_binary_cross_entropy(SCORES[:, 0], BINARY.astype(jnp.float32))
+    np.testing.assert_allclose(losses.get("binary_cross_entropy")(SCORES, BINARY), ref, rtol=1e-6)
+    np.testing.assert_allclose(losses.get("bce")(SCORES[:, 0], BINARY), ref, rtol=1e-6)
+    manual = -(
+        BINARY * jnp.log(jax.nn.sigmoid(SCORES[:, 0])) + (1 - BINARY) * jnp.log(1 - jax.nn.sigmoid(SCORES[:, 0]))
+    )
+    np.testing.assert_allclose(ref, manual, rtol=1e-4)
+
+
+def test_mse_matches_optax_squared_error():
+    targets = jax.random.normal(jax.random.fold_in(KEY, 4), (16, 5))
+    np.testing.assert_allclose(
+        losses.get("mse")(LOGITS, targets), optax.squared_error(LOGITS, targets).mean(-1), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="shape"):
+        losses.get("mse")(LOGITS, targets[:, :3])
+
+
+def test_hinge_and_perceptron_match_optax_with_signed_targets():
+    signed = 2.0 * BINARY - 1.0
+    np.testing.assert_allclose(losses.get("hinge")(SCORES, BINARY), optax.losses.hinge_loss(SCORES[:, 0], signed))
+    np.testing.assert_allclose(
+        losses.get("perceptron")(SCORES, BINARY), optax.losses.perceptron_loss(SCORES[:, 0], signed)
+    )
+    np.testing.assert_allclose(
+        losses.get("hinge")(SCORES, BINARY), jnp.maximum(0.0, 1.0 - signed * SCORES[:, 0]), rtol=1e-6
+    )
+
+
+def test_predictions_follow_the_task():
+    assert np.array_equal(losses.get("softmax_cross_entropy").predict(LOGITS), jnp.argmax(LOGITS, -1))
+    assert np.array_equal(losses.get("binary_cross_entropy").predict(SCORES), (SCORES[:, 0] > 0).astype(int))
+    with pytest.raises(ValueError, match="regression"):
+        losses.get("mse").predict(LOGITS)
+
+
+def test_custom_callable_loss():
+    loss = losses.get(lambda out, y: jnp.sum(out, axis=-1) * 0 + y)
+    assert loss.task == "auto"
+    assert loss.predict(LOGITS).shape == (16,)
+    with pytest.raises(ValueError, match="one value per example"):
+        losses.get(lambda out, y: out)(LOGITS, LABELS)
+
+
+def test_binary_loss_rejects_several_outputs():
+    with pytest.raises(ValueError, match="one score per example"):
+        losses.get("binary_cross_entropy")(LOGITS, BINARY)
+
+
+def test_errors_list_known_names_and_check_options():
+    with pytest.raises(ValueError, match="softmax_cross_entropy") as info:
+        losses.get("crossentropy")
+    assert "Known losses" in str(info.value)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        losses.get("mse", label_smoothing=0.1)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        losses.get("softmax_cross_entropy", label_smoothing=1.5)
