@@ -22,7 +22,10 @@ Two ways to measure the same thing:
   on their concatenation.
 
 Every precision / recall / F1 value, whichever form asked for it, comes from one confusion matrix through
-:func:`scores_from_confusion`, so the two forms cannot drift apart.
+:func:`scores_from_confusion`, so the two forms cannot drift apart. That function, like
+:func:`confusion_counts`, runs on NumPy or JAX arrays: the functions score concrete inputs in NumPy (float64,
+returned as float32 JAX arrays) because eager JAX compiles each operation anew for every new N and C, and
+traced inputs in JAX.
 
 Zero divisions follow scikit-learn >= 1.3: per class, precision = tp / predicted, recall = tp / true,
 F1 = 2 tp / (true + predicted), and a ratio whose denominator is 0 is replaced by ``zero_division``
@@ -374,7 +377,7 @@ def accuracy(y_true: Any, y_pred: Any) -> jax.Array:
 
 def _confusion_for_scores(
     y_true: Any, y_pred: Any, num_classes: int | None, average: str | None, zero_division: float
-) -> tuple[jax.Array, int | None, float]:
+) -> tuple[jax.Array | np.ndarray, int | None, float]:
     """Validated confusion matrix [C, C], binary positive index and zero_division for the score functions."""
     average = _check_average(average)
     zero_division = _check_zero_division(zero_division)
@@ -564,14 +567,22 @@ class MeanLoss:
     def init(self) -> MeanState:
         return _mean_init()
 
-    def update(self, state: MeanState, *, labels, predictions, losses=None, mask=None) -> MeanState:
-        """Adds a batch: labels/predictions int [B] (shape-checked only), losses f32 [B], mask [B] or None."""
+    def update(self, state: MeanState, *, labels=None, predictions=None, losses=None, mask=None) -> MeanState:
+        """Adds a batch: losses f32 [B], mask [B] or None. Labels and predictions are not needed (so this also
+        serves regression, whose targets are not class ids) and are ignored."""
         if losses is None:
             raise ValueError(f"{type(self).__name__}.update needs losses= (per-example losses, shape [B]).")
-        labels, _, weights = _batch(labels, predictions, mask)
         losses = jnp.asarray(losses)
-        if losses.shape != labels.shape:
-            raise ValueError(f"losses must be per-example, shape {tuple(labels.shape)}; got {tuple(losses.shape)}.")
+        if losses.ndim != 1:
+            raise ValueError(f"losses must be per-example, shape [B]; got {tuple(losses.shape)}.")
+        if mask is None:
+            weights = jnp.ones(losses.shape, jnp.float32)
+        else:
+            weights = jnp.asarray(mask).astype(jnp.float32)
+            if weights.shape != losses.shape:
+                raise ValueError(
+                    f"mask must have the shape of losses {tuple(losses.shape)}; got {tuple(weights.shape)}"
+                )
         return _mean_update(state, losses, weights)
 
     def compute(self, state: MeanState) -> jax.Array:

@@ -152,7 +152,11 @@ def evaluate(
     resolved = tuple(metrics_lib.get_metric(m, num_classes) for m in metrics)
     batch_size = checks.check_positive_int("batch_size", batch_size)
     values = evaluate_arrays(state, x, y, batch_size=min(batch_size, len(x)), metrics=resolved)
-    result: dict[str, Any] = {m.name: _to_python(v) for m, v in zip(resolved, jax.device_get(values))}
+    result: dict[str, Any] = {}
+    for metric, value in zip(resolved, jax.device_get(values)):
+        if isinstance(metric, metrics_lib.ConfusionMatrix):
+            value = np.rint(value).astype(np.int64)  # counts (kept as float32 sums inside the program)
+        result[metric.name] = _to_python(value)
     result["num_examples"] = len(x)
     return result
 

@@ -59,7 +59,8 @@ class TrainState:
 
     def model(self, *, train: bool = False) -> nnx.Module:
         """A module rebuilt from this state (in eval mode unless ``train``); works inside jit."""
-        module = nnx.merge(self.graphdef, self.params, self.model_state)
+        # copy=True: fresh Variables at the current trace level, so batch norm may update them inside grad/scan.
+        module = nnx.merge(self.graphdef, self.params, self.model_state, copy=True)
         module.train() if train else module.eval()
         return module
 

@@ -1,0 +1,251 @@
+"""dlfund.fit / evaluate / predict end to end on tiny problems."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import dlfund
+from dlfund.models import MLP, LogisticRegression
+from dlfund.train import execution
+
+
+def small_mlp(seed=0, **kwargs):
+    return MLP(4, (8,), 3, rngs=nnx.Rngs(seed), **kwargs)
+
+
+def quiet_fit(model, data, **kwargs):
+    return dlfund.fit(model, data, progress=False, **{"epochs": 3, "batch_size": 16, **kwargs})
+
+
+def params_of(model):
+    return jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+
+
+def test_fit_on_a_pair_of_arrays_learns_and_records_history(blobs):
+    train, val = blobs
+    result = quiet_fit(
+        small_mlp(), train, validation_data=val, epochs=15, learning_rate=0.03, metrics=("accuracy", "f1")
+    )
+    history = result.history
+    assert len(history) == 15 and history["epoch"].tolist() == list(range(1, 16))
+    assert history.columns == ["epoch", "loss", "accuracy", "f1", "val_loss", "val_accuracy", "val_f1", "learning_rate"]
+    assert history["loss"][-1] < history["loss"][0] / 3
+    assert history["val_accuracy"][-1] > 0.9
+    assert result.best_epoch == history.best_epoch("val_loss")
+    assert result.stop_reason is None and result.execution == "scan"
+    # The model passed in is trained in place and left in eval mode.
+    metrics = dlfund.evaluate(result.model, val)
+    assert metrics["accuracy"] == pytest.approx(history["val_accuracy"][-1], abs=1e-6)
+    assert metrics["loss"] == pytest.approx(history["val_loss"][-1], rel=1e-5)
+
+
+def test_fit_on_a_dataset_uses_its_validation_split(digits):
+    model = MLP(64, (32,), 10, rngs=nnx.Rngs(0))
+    result = dlfund.fit(model, digits, epochs=4, batch_size=64, progress=False)
+    assert "val_loss" in result.history and "val_accuracy" in result.history
+    assert result.config["num_val"] == len(digits.val[0]) and result.config["num_train"] == len(digits.train[0])
+    assert dlfund.evaluate(model, digits)["accuracy"] > 0.75  # a Dataset evaluates on its test split
+
+
+def test_same_seed_same_history_and_weights(blobs):
+    runs = [quiet_fit(small_mlp(), blobs[0], validation_data=blobs[1], seed=7) for _ in range(2)]
+    assert runs[0].history == runs[1].history
+    for a, b in zip(jax.tree.leaves(params_of(runs[0].model)), jax.tree.leaves(params_of(runs[1].model))):
+        np.testing.assert_array_equal(a, b)
+    other = quiet_fit(small_mlp(), blobs[0], validation_data=blobs[1], seed=8)
+    assert other.history != runs[0].history
+
+
+def test_same_seed_same_history_with_dropout(blobs):
+    histories = [quiet_fit(small_mlp(dropout=0.3), blobs[0], seed=3).history for _ in range(2)]
+    assert histories[0] == histories[1]
+
+
+def test_a_second_fit_with_the_same_shapes_does_not_compile_again(blobs):
+    quiet_fit(small_mlp(1), blobs[0], validation_data=blobs[1], epochs=2)
+    sizes = (execution._scan_epoch._cache_size(), dlfund.train.evaluate_arrays._cache_size())
+    result = quiet_fit(small_mlp(2), blobs[0], validation_data=blobs[1], epochs=5)  # new model, other run length
+    quiet_fit(result.model, blobs[0], validation_data=blobs[1], epochs=2)  # continue training the same model
+    assert (execution._scan_epoch._cache_size(), dlfund.train.evaluate_arrays._cache_size()) == sizes
+
+
+def test_early_stopping_stops_at_the_right_epoch_and_restores_the_best_weights(blobs):
+    (x, y), _ = blobs
+    flipped = (x, (y + 1) % 3)  # the better the model fits the train labels, the worse this validation loss
+    stopper = dlfund.EarlyStopping(monitor="val_loss", patience=2)
+    result = quiet_fit(
+        small_mlp(), (x, y), validation_data=flipped, epochs=30, learning_rate=0.03, early_stopping=stopper
+    )
+    val_loss = result.history["val_loss"]
+    best = int(np.argmin(val_loss)) + 1
+    assert result.best_epoch == best
+    assert len(result.history) == best + 2  # two epochs without improvement, then stop
+    assert "early stopping" in result.stop_reason
+    # The returned model holds the best epoch's weights: the same as a run that simply ended there.
+    reference = quiet_fit(small_mlp(), (x, y), validation_data=flipped, epochs=best, learning_rate=0.03)
+    for a, b in zip(jax.tree.leaves(params_of(result.model)), jax.tree.leaves(params_of(reference.model))):
+        np.testing.assert_array_equal(a, b)
+    assert int(result.state.step) > int(reference.state.step)  # the state is the last epoch's
+
+
+def test_early_stopping_state_machine():
+    stopper = dlfund.EarlyStopping(monitor="val_accuracy", patience=2, min_delta=0.01)
+    assert stopper.maximize
+    state = stopper.init()
+    stops = []
+    for epoch, value in enumerate([0.5, 0.6, 0.605, float("nan"), 0.7, 0.69, 0.70, 0.71], start=1):
+        state = stopper.update(state, value, epoch)
+        stops.append(bool(state.stop))
+    # 0.605 and NaN are not improvements (min_delta, NaN) -> stop after epoch 4; 0.7 improves again, etc.
+    assert stops == [False, False, False, True, False, False, True, True]
+    assert int(state.best_epoch) == 5 and float(state.best) == pytest.approx(0.7)
+    assert not dlfund.EarlyStopping(monitor="val_loss").maximize
+    jitted = jax.jit(stopper.update)(stopper.init(), jnp.float32(0.3), 1)  # pure: runs under jit
+    assert int(jitted.best_epoch) == 1
+
+
+def test_callbacks_are_called_and_can_stop(blobs):
+    seen = {}
+    callback = dlfund.LambdaCallback(
+        on_train_begin=lambda config: seen.setdefault("config", config),
+        on_epoch_end=lambda epoch, logs, state: epoch == 2,
+        on_train_end=lambda result: seen.setdefault("result", result),
+    )
+    result = quiet_fit(small_mlp(), blobs[0], epochs=10, callbacks=(callback,))
+    assert len(result.history) == 2 and "callback" in result.stop_reason
+    assert seen["config"]["epochs"] == 10 and seen["result"] is result
+
+
+def test_learning_rate_schedule_is_visible_in_history(blobs):
+    result = quiet_fit(small_mlp(), blobs[0], epochs=4, schedule="cosine", learning_rate=0.1, batch_size=60)
+    steps = np.array([4, 8, 12, 16]) - 1  # the rate used by each epoch's last step
+    expected = [float(result.state.optimizer.learning_rate_at(s)) for s in steps]
+    np.testing.assert_allclose(result.history["learning_rate"], expected, rtol=1e-6)
+    assert result.history["learning_rate"][-1] < 0.1 / 5
+
+
+def test_regression_with_mse():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3).astype(np.float32)
+    model = MLP(3, (), 1, rngs=nnx.Rngs(0))
+    result = quiet_fit(model, (x, y), loss="mse", epochs=40, learning_rate=0.05)
+    assert result.history.columns == ["epoch", "loss", "learning_rate"]
+    assert result.history["loss"][-1] < 1e-3
+    assert dlfund.evaluate(model, (x, y), loss="mse")["loss"] < 1e-3
+    with pytest.raises(ValueError, match="regression"):
+        quiet_fit(model, (x, y), loss="mse", metrics=("accuracy",))
+
+
+def test_binary_logistic_regression_on_breast_cancer():
+    ds = dlfund.data.load("breast_cancer")
+    model = LogisticRegression(30, 2, rngs=nnx.Rngs(0))
+    result = dlfund.fit(
+        model, ds, epochs=20, batch_size=32, learning_rate=0.01, progress=False, metrics=("accuracy", "f1")
+    )
+    report = dlfund.evaluate(model, ds.test)
+    assert report["accuracy"] > 0.93 and report["f1"] > 0.9  # f1 of the positive (malignant) class
+    assert {"precision", "recall", "precision_macro", "confusion_matrix"} <= set(report)
+    assert np.sum(report["confusion_matrix"]) == len(ds.test[0])
+    assert result.history["val_accuracy"][-1] > 0.9
+
+
+def test_evaluate_counts_every_example_and_agrees_with_predict(blobs):
+    train, val = blobs
+    model = small_mlp()
+    quiet_fit(model, train)
+    x, y = val[0][:53], val[1][:53]  # 53 = 2 batches of 20 + a ragged 13
+    report = dlfund.evaluate(model, (x, y), batch_size=20)
+    predictions = np.argmax(dlfund.predict(model, x, batch_size=20), axis=-1)
+    assert report["num_examples"] == 53 and np.sum(report["confusion_matrix"]) == 53
+    assert report["accuracy"] == pytest.approx(np.mean(predictions == y))
+    assert report["f1_macro"] == pytest.approx(float(dlfund.metrics.f1(y, predictions, num_classes=3)), abs=1e-6)
+    assert dlfund.predict(model, x).shape == (53, 3)
+
+
+def test_loop_execution_gives_the_same_history(blobs):
+    scan = quiet_fit(small_mlp(), blobs[0], execution="scan")
+    loop = quiet_fit(small_mlp(), blobs[0], execution="loop")
+    assert loop.execution == "loop"
+    np.testing.assert_allclose(scan.history["loss"], loop.history["loss"], rtol=1e-5)
+
+
+# --- bad input: a clear error before anything compiles --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"optimizer": "adamm"}, ValueError, "Known optimizers"),
+        ({"loss": "softmax_crossentropy"}, ValueError, "Known losses"),
+        ({"metrics": ("acuracy",)}, ValueError, "Known metrics"),
+        ({"regularizers": ("l3",)}, ValueError, "Known regularizers"),
+        ({"schedule": "linear"}, ValueError, "Known schedules"),
+        ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),
+        ({"epochs": 0}, ValueError, "epochs must be an integer >= 1"),
+        ({"learning_rate": 0.0}, ValueError, "learning_rate must be a finite number > 0"),
+        ({"learning_rate": -1e-3}, ValueError, "learning_rate"),
+        ({"learning_rate": float("nan")}, ValueError, "learning_rate"),
+        ({"execution": "fast"}, ValueError, "Known: auto, scan, loop"),
+        ({"early_stopping": dlfund.EarlyStopping()}, ValueError, "monitors 'val_loss'.*pass validation_data"),
+        ({"label_smoothing": 2.0}, ValueError, "label_smoothing"),
+    ],
+)
+def test_bad_settings_fail_before_training(blobs, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        quiet_fit(small_mlp(), blobs[0], **kwargs)
+
+
+def test_bad_data_fails_with_a_message_naming_the_problem(blobs):
+    (x, y), val = blobs
+    cases = [
+        ((x, y[:-1]), {}, "240 inputs .* but 239 targets"),
+        ((x[:0], y[:0]), {}, "train split is empty"),
+        ((x, np.where(y == 2, 5, y)), {}, r"labels must be in \[0, 3\); found \[5\]"),
+        ((x, y - 1), {}, r"found \[-1\]"),
+        ((x, y + 0.5), {}, "integer class ids"),
+        ((np.concatenate([x, x], axis=1), y), {}, "expects 4 input features .* = 8 features"),
+        (
+            (np.where(np.arange(240)[:, None] == 17, np.nan, x), y),
+            {},
+            "train inputs contain 4 NaN/Inf values.*example 17",
+        ),
+        ((x, y), {"validation_data": (np.full_like(val[0], np.inf), val[1])}, "validation inputs contain"),
+        ((x, y), {"validation_data": (val[0][:, :2], val[1])}, "validation examples have shape"),
+    ]
+    for data, kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            quiet_fit(small_mlp(), data, **kwargs)
+
+
+def test_model_and_dataset_class_counts_must_agree(digits):
+    with pytest.raises(ValueError, match=r"distinguishes 3 classes .* dataset has 10"):
+        dlfund.fit(MLP(64, (8,), 3, rngs=nnx.Rngs(0)), digits, progress=False)
+
+
+def test_batch_larger_than_the_training_set_warns_and_uses_one_full_batch(blobs):
+    with pytest.warns(UserWarning, match="larger than the 240 training examples"):
+        result = quiet_fit(small_mlp(), blobs[0], batch_size=1000, epochs=2)
+    assert result.config["batch_size"] == 240 and result.config["steps_per_epoch"] == 1
+    assert int(result.state.step) == 2
+
+
+def test_a_diverging_run_stops_with_the_epoch_and_step_and_keeps_finite_weights(blobs):
+    x, y = blobs[0]
+    with pytest.warns(dlfund.NonFiniteLossWarning, match=r"epoch \d+, step \d+ of 15") as caught:
+        result = quiet_fit(small_mlp(), (x * 1e3, y), optimizer="sgd", learning_rate=1e8, epochs=20)
+    assert "became NaN/Inf" in result.stop_reason and "learning rate" in result.stop_reason
+    assert len(caught) == 1
+    for leaf in jax.tree.leaves(params_of(result.model)):
+        assert np.isfinite(leaf).all()
+    assert len(result.history) < 20
+
+
+def test_no_warning_on_a_normal_run(blobs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet_fit(small_mlp(), blobs[0], epochs=1)

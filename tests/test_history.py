@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from dlfund import History
+
+
+@pytest.fixture
+def history():
+    h = History()
+    for epoch in range(1, 5):
+        h.append(
+            {
+                "epoch": epoch,
+                "loss": 1.0 / epoch,
+                "accuracy": 0.5 + epoch / 10,
+                "val_loss": 1.2 / epoch + (0.3 if epoch == 4 else 0.0),
+                "val_accuracy": 0.45 + epoch / 10,
+                "learning_rate": np.float32(0.1) / epoch,
+            }
+        )
+    return h
+
+
+def test_columns_and_arrays(history):
+    assert history.columns == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
+    np.testing.assert_allclose(history["loss"], [1.0, 0.5, 1 / 3, 0.25])
+    assert history.best_epoch("val_loss") == 3 and history.best_epoch("val_accuracy", mode="max") == 4
+    assert isinstance(history.rows[0]["learning_rate"], float)  # NumPy scalars become Python numbers
+    with pytest.raises(KeyError, match="columns: epoch, loss"):
+        history["f1"]
+
+
+def test_csv_round_trip_is_exact(history, tmp_path):
+    path = tmp_path / "h.csv"
+    history.append({"epoch": 5, "loss": math.nan, "accuracy": 0.1})  # a missing column and a NaN
+    text = history.to_csv(path)
+    assert text.splitlines()[0] == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate"
+    back = History.from_csv(path)
+    assert back.rows[:4] == history.rows[:4]
+    assert math.isnan(back.rows[4]["loss"]) and "val_loss" not in back.rows[4]
+
+
+def test_plots(history, tmp_path):
+    fig = history.plot()
+    assert isinstance(fig, Figure) and len(fig.axes) == 2  # loss, accuracy
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert labels == ["train loss", "validation loss"]
+    written = history.save_plots(tmp_path)
+    assert [p.rsplit("/", 1)[-1] for p in written] == ["loss_curve.png", "metrics.png"]
+    for path in written:
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temporary files
+
+
+def test_repr_shows_a_table(history):
+    text = repr(history)
+    assert text.startswith("History(4 epochs)") and "val_accuracy" in text
+    assert repr(History()) == "History(empty)"
