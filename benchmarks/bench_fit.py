@@ -38,7 +38,7 @@ import dlfund
 # --- workloads -----------------------------------------------------------------------------------------------
 
 
-def w1_data(n_train=12_800, n_test=2_048, seed=0):
+def w1_data(n_train=60_000, n_test=10_000, seed=0):
     """Synthetic MNIST-shaped data with learnable structure (labels from a random linear teacher)."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n_train + n_test, 784)).astype(np.float32)
@@ -54,7 +54,7 @@ def w2_data():
 
 
 WORKLOADS = {
-    "W1": dict(data=w1_data, sizes=(784, 512, 512, 10), batch=128, epochs=3),
+    "W1": dict(data=w1_data, sizes=(784, 512, 512, 10), batch=128, epochs=2),
     "W2": dict(data=w2_data, sizes=(64, 128, 10), batch=32, epochs=20),
 }
 LR = 1e-3

@@ -1,24 +1,11 @@
-"""Shared test setup: offline data in a per-session folder, small deterministic fixtures."""
+"""Shared fixtures: the offline digits dataset and a small deterministic classification problem.
+
+The data folder itself is set up by the repository-wide conftest.py."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _data_dir(tmp_path_factory):
-    # Datasets are prepared into a throwaway folder, never into the user's ~/tensorflow_datasets.
-    path = tmp_path_factory.mktemp("tfds")
-    old = os.environ.get("DLFUND_DATA_DIR")
-    os.environ["DLFUND_DATA_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("DLFUND_DATA_DIR", None)
-    else:
-        os.environ["DLFUND_DATA_DIR"] = old
 
 
 @pytest.fixture(scope="session")

@@ -67,10 +67,10 @@ def test_same_seed_same_history_with_dropout(blobs):
 
 def test_a_second_fit_with_the_same_shapes_does_not_compile_again(blobs):
     quiet_fit(small_mlp(1), blobs[0], validation_data=blobs[1], epochs=2)
-    sizes = (execution._scan_epoch._cache_size(), dlfund.train.evaluate_arrays._cache_size())
+    sizes = (execution._scan_epoch_fast._cache_size(), dlfund.train.evaluate_arrays._cache_size())
     result = quiet_fit(small_mlp(2), blobs[0], validation_data=blobs[1], epochs=5)  # new model, other run length
     quiet_fit(result.model, blobs[0], validation_data=blobs[1], epochs=2)  # continue training the same model
-    assert (execution._scan_epoch._cache_size(), dlfund.train.evaluate_arrays._cache_size()) == sizes
+    assert (execution._scan_epoch_fast._cache_size(), dlfund.train.evaluate_arrays._cache_size()) == sizes
 
 
 def test_early_stopping_stops_at_the_right_epoch_and_restores_the_best_weights(blobs):
@@ -243,6 +243,18 @@ def test_a_diverging_run_stops_with_the_epoch_and_step_and_keeps_finite_weights(
     for leaf in jax.tree.leaves(params_of(result.model)):
         assert np.isfinite(leaf).all()
     assert len(result.history) < 20
+
+
+def test_a_nan_gradient_with_a_finite_loss_is_caught_even_at_the_last_step(blobs):
+    # sqrt at 0: the loss is 0, its gradient is NaN; with one step per epoch only the final state can show it.
+    loss = lambda outputs, y: jnp.sqrt(jnp.sum(outputs * 0.0, axis=-1))
+    model = small_mlp()
+    before = params_of(model)
+    with pytest.warns(dlfund.NonFiniteLossWarning, match=r"the gradient became NaN/Inf at epoch 1, step 1 of 1"):
+        result = quiet_fit(model, blobs[0], loss=loss, batch_size=240, metrics=())
+    assert len(result.history) == 0 and result.best_epoch is None
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(params_of(result.model))):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_no_warning_on_a_normal_run(blobs):

@@ -63,6 +63,8 @@ def _split_data(data: Any, validation_data: Any) -> tuple[Any, Any, int | None]:
     """(train pair, validation pair or None, dataset num_classes or None)."""
     if hasattr(data, "train") and hasattr(data, "num_classes"):  # a dlfund.data.Dataset
         val = validation_data if validation_data is not None else getattr(data, "val", None)
+        if val is not None and len(val[0]) == 0:  # a Dataset loaded with val_fraction=0
+            val = None
         return data.train, val, data.num_classes
     return data, validation_data, None
 
