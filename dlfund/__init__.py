@@ -10,8 +10,7 @@ Five lines from data to a trained model::
     dlfund.evaluate(result.model, ds.test)
 """
 
-from dlfund import activations, data, losses, metrics, models, optimizers, regularizers
-from dlfund.checkpoint import load_weights, save_weights
+from dlfund import activations, checkpoint, data, losses, metrics, models, optimizers, regularizers, weights
 from dlfund.history import History
 from dlfund.train import (
     Callback,
@@ -27,6 +26,8 @@ from dlfund.train import (
     predict,
     train_step,
 )
+from dlfund.train.run import load_model
+from dlfund.weights import load_weights, save_weights
 
 __version__ = "0.1.0"
 
@@ -40,11 +41,13 @@ __all__ = [
     "TrainState",
     "__version__",
     "activations",
+    "checkpoint",
     "create_train_state",
     "data",
     "eval_step",
     "evaluate",
     "fit",
+    "load_model",
     "load_weights",
     "losses",
     "metrics",
@@ -54,4 +57,5 @@ __all__ = [
     "regularizers",
     "save_weights",
     "train_step",
+    "weights",
 ]

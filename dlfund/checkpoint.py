@@ -1,82 +1,258 @@
-"""Model weights as a safe, self-describing file (NumPy ``.npz``, loaded without pickle), written atomically.
+"""Training checkpoints with Orbax: keep the latest N and the best, verify them, survive interrupted saves.
 
-Each array is stored under its path in the model (``"dense/0/kernel"``); a JSON header records the format version
-and the model's class and constructor arguments. Loading into a model of another shape fails with the first
-mismatching parameter path and both shapes.
+A :class:`CheckpointStore` saves named pytrees of arrays ("items") plus a JSON ``meta`` dict under ``directory/<step>/``
+with Orbax's ``CheckpointManager`` (asynchronous by default: the arrays are written in the background while
+training goes on). Orbax commits each checkpoint by renaming a temporary directory, so a process killed in the
+middle of a save leaves the previous checkpoints intact and only a ``<step>.orbax-checkpoint-tmp`` directory
+behind, which is ignored (and reported).
+
+Orbax does not notice a checkpoint whose files were later truncated or corrupted, so each finished checkpoint also
+gets ``dlfund_integrity.json``: the SHA-256 and size of every file in it. ``restore_latest`` checks it and falls
+back to the previous checkpoint, with a warning, when a file does not match or a restore fails.
+
+This module knows nothing about training: it stores pytrees (no typed PRNG keys: store ``jax.random.key_data``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
-from flax import nnx
-
-from dlfund import io as io_lib
 
 FORMAT_VERSION = 1
-_HEADER = "__dlfund__"
+INTEGRITY_FILE = "dlfund_integrity.json"
+_TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
-def _flat_arrays(model: nnx.Module) -> dict[str, np.ndarray]:
-    flat = nnx.to_flat_state(nnx.state(model))
-    return {"/".join(str(k) for k in path): np.asarray(jax.device_get(var[...])) for path, var in flat}
+class CheckpointWarning(UserWarning):
+    """A checkpoint was damaged or unfinished and was skipped."""
 
 
-def save_weights(path: str | os.PathLike, model: nnx.Module) -> str:
-    """Writes every variable of ``model`` (parameters and e.g. batch-norm statistics) to ``path`` (.npz).
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or one this version of dlfund cannot read."""
 
-    The write is atomic: an interrupted save leaves the previous file intact.
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(step_dir: Path) -> list[Path]:
+    return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != INTEGRITY_FILE)
+
+
+def write_integrity(step_dir: Path) -> None:
+    """Records size and SHA-256 of every file of a finished checkpoint."""
+    record = {str(p.relative_to(step_dir)): {"size": p.stat().st_size, "sha256": _digest(p)} for p in _files(step_dir)}
+    tmp = step_dir / f".{INTEGRITY_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, step_dir / INTEGRITY_FILE)
+
+
+def check_integrity(step_dir: Path) -> str | None:
+    """None if the checkpoint matches its record (or has none yet); else what is wrong."""
+    record_path = step_dir / INTEGRITY_FILE
+    if not record_path.exists():
+        return None  # saved but not yet verified (the process stopped right after the save); Orbax committed it
+    record = json.loads(record_path.read_text())
+    for name, expected in record.items():
+        path = step_dir / name
+        if not path.exists():
+            return f"file {name} is missing"
+        if path.stat().st_size != expected["size"]:
+            return f"file {name} has {path.stat().st_size} bytes, {expected['size']} were written"
+        if _digest(path) != expected["sha256"]:
+            return f"file {name} does not match the checksum written with it"
+    return None
+
+
+def _ranking(monitor: str, mode: str) -> Callable[[dict[str, float]], float]:
+    worst = math.inf if mode == "min" else -math.inf
+
+    def value(metrics: dict[str, float]) -> float:
+        v = metrics.get(monitor, worst)
+        return worst if v is None or math.isnan(v) else v
+
+    return value
+
+
+class CheckpointStore:
+    """Orbax checkpoints of one run.
+
+    Args:
+      directory: where the step directories live (created if missing).
+      keep: how many of the latest checkpoints to keep, >= 1.
+      monitor: a metric name (e.g. "val_loss"); the checkpoint with the best value is kept too, whatever its age.
+      mode: "min" or "max", the direction in which ``monitor`` improves.
+      async_save: write in the background (Orbax's asynchronous checkpointing).
     """
-    arrays = _flat_arrays(model)
-    header = {
-        "format_version": FORMAT_VERSION,
-        "model": type(model).__name__,
-        "config": dict(getattr(model, "config_items", ())),
-    }
-    arrays[_HEADER] = np.array(json.dumps(header, default=str))
-    io_lib.write_with(path, lambda f: np.savez(f, **arrays))
-    return os.fspath(path)
 
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        keep: int = 3,
+        monitor: str | None = None,
+        mode: str = "min",
+        async_save: bool = True,
+    ):
+        import orbax.checkpoint as ocp
 
-def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON header of a weights file (format version, model class, constructor arguments)."""
-    with np.load(path, allow_pickle=False) as npz:
-        return json.loads(str(npz[_HEADER]))
-
-
-def load_weights(path: str | os.PathLike, model: nnx.Module) -> nnx.Module:
-    """Loads weights saved by :func:`save_weights` into ``model`` (in place) and returns it.
-
-    Raises:
-      ValueError: a newer format version, or parameters missing, unexpected or of another shape (the message
-        names the first mismatching path and both shapes).
-    """
-    with np.load(path, allow_pickle=False) as npz:
-        stored = {k: npz[k] for k in npz.files}
-    header = json.loads(str(stored.pop(_HEADER, np.array("{}"))))
-    version = header.get("format_version", FORMAT_VERSION)
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} was written by a newer dlfund (weights format {version}; this one reads up to "
-            f"{FORMAT_VERSION}); upgrade dlfund to load it"
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be an integer >= 1, got {keep!r}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.directory = Path(directory).absolute()
+        policies = [ocp.checkpoint_managers.LatestN(keep)]
+        if monitor is not None:
+            # BestN keeps the last n after sorting; descending order puts the lowest value last.
+            policies.append(
+                ocp.checkpoint_managers.BestN(get_metric_fn=_ranking(monitor, mode), reverse=mode == "min", n=1)
+            )
+        self._ocp = ocp
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+                enable_async_checkpointing=async_save,
+            ),
         )
-    state = nnx.state(model)
-    flat = nnx.to_flat_state(state)
-    expected = {"/".join(str(k) for k in p): v for p, v in flat}
-    for name, var in expected.items():
-        if name not in stored:
-            raise ValueError(f"{path} has no parameter {name!r} that the model needs (model: {type(model).__name__})")
-        want, got = tuple(var[...].shape), tuple(stored[name].shape)
-        if want != got:
-            raise ValueError(f"parameter {name!r}: the model has shape {want}, the file {path} has shape {got}")
-    unexpected = sorted(set(stored) - set(expected))
-    if unexpected:
-        raise ValueError(f"{path} has parameters the model does not: {unexpected[:5]}")
-    for name, var in expected.items():
-        var[...] = stored[name].astype(var[...].dtype)
-    nnx.update(model, state)
-    return model
+        self._unverified: list[int] = []
+
+    def steps(self) -> list[int]:
+        """Finished checkpoints, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def interrupted(self) -> list[str]:
+        """Leftovers of saves that never finished (a process killed mid-save)."""
+        return sorted(p.name for p in self.directory.glob(f"*{_TMP_MARKER}*"))
+
+    def save(
+        self, step: int, items: dict[str, Any], meta: dict[str, Any], metrics: dict[str, float] | None = None
+    ) -> None:
+        """Saves ``items`` (name -> pytree of arrays) and ``meta`` (JSON) as checkpoint ``step``.
+
+        Items are stored separately, so a reader can restore some of them (e.g. only the model, not the optimizer).
+        """
+        if "meta" in items:
+            raise ValueError("'meta' is reserved for the JSON metadata")
+        self._finish_pending()
+        args = self._ocp.args
+        saves = {name: args.StandardSave(tree) for name, tree in items.items()}
+        self._manager.save(
+            step,
+            args=args.Composite(**saves, meta=args.JsonSave({**meta, "format_version": FORMAT_VERSION})),
+            metrics=metrics,
+            force=True,
+        )
+        self._unverified.append(step)
+
+    def _finish_pending(self) -> None:
+        self._manager.wait_until_finished()
+        for step in self._unverified:
+            step_dir = self.directory / str(step)
+            if step_dir.exists():  # a checkpoint the retention policy already removed needs no record
+                write_integrity(step_dir)
+        self._unverified = []
+
+    def wait(self) -> None:
+        """Blocks until every save has finished and is verified."""
+        self._finish_pending()
+
+    def items(self, step: int) -> list[str]:
+        """Names of the items stored in checkpoint ``step``."""
+        step_dir = self.directory / str(step)
+        return sorted(p.name for p in step_dir.iterdir() if p.is_dir() and p.name != "meta")
+
+    def restore(self, step: int, targets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Restores the items named in ``targets`` (each into the structure of its target) and the metadata.
+
+        Items that ``targets`` names but the checkpoint lacks are left out of the result.
+        """
+        self._finish_pending()
+        problem = check_integrity(self.directory / str(step))
+        if problem:
+            raise CheckpointError(f"checkpoint {step} in {self.directory} is damaged: {problem}")
+        args = self._ocp.args
+        meta = self._manager.restore(step, args=args.Composite(meta=args.JsonRestore())).meta
+        version = meta.get("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint {step} in {self.directory} was written by a newer dlfund (checkpoint format {version}; "
+                f"this one reads up to {FORMAT_VERSION}); upgrade dlfund to resume it"
+            )
+        present = set(self.items(step))
+        restores = {
+            name: args.StandardRestore(jax.tree.map(self._ocp.utils.to_shape_dtype_struct, target))
+            for name, target in targets.items()
+            if name in present
+        }
+        restored = self._manager.restore(step, args=args.Composite(**restores))
+        return {name: restored[name] for name in restores}, meta
+
+    def restore_latest(self, targets: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
+        """The newest checkpoint that restores cleanly, as ``(step, items, meta)``; None if there is none.
+
+        Damaged checkpoints and leftovers of interrupted saves are reported with a :class:`CheckpointWarning`
+        and skipped; skipped checkpoints are renamed ``<step>.damaged`` (kept for inspection, out of the way of the
+        steps that training will save again). A checkpoint from a newer format raises :class:`CheckpointError`.
+        """
+        for leftover in self.interrupted():
+            warnings.warn(
+                f"{self.directory / leftover} is an unfinished save (the process stopped while writing it); "
+                "ignoring it",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+        skipped = []
+        try:
+            for step in reversed(self.steps()):
+                try:
+                    items, meta = self.restore(step, targets)
+                except CheckpointError as error:
+                    if "newer dlfund" in str(error):
+                        raise
+                    warnings.warn(f"{error}; trying the previous checkpoint", CheckpointWarning, stacklevel=2)
+                except Exception as error:  # Orbax/TensorStore errors on truncated or missing files
+                    warnings.warn(
+                        f"checkpoint {step} in {self.directory} could not be restored ({type(error).__name__}: "
+                        f"{str(error)[:300]}); trying the previous checkpoint",
+                        CheckpointWarning,
+                        stacklevel=2,
+                    )
+                else:
+                    return step, items, meta
+                skipped.append(step)
+            return None
+        finally:
+            self._set_aside(skipped)
+
+    def _set_aside(self, steps: list[int]) -> None:
+        for step in steps:
+            name, n = f"{step}.damaged", 1
+            while (self.directory / name).exists():
+                name, n = f"{step}.damaged-{n}", n + 1
+            os.replace(self.directory / str(step), self.directory / name)
+        if steps:
+            self._manager.reload()
+
+    def close(self) -> None:
+        """Finishes pending saves and releases Orbax's resources."""
+        self._finish_pending()
+        self._manager.close()
+
+    def __enter__(self) -> CheckpointStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

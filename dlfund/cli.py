@@ -1,66 +1,55 @@
-"""The ``dlfund`` command: ``dlfund train [options]`` and ``dlfund evaluate RUN_DIR``."""
+"""The ``dlfund`` command.
+
+    dlfund train [--config FILE] [--epochs N ...]   train a model, write a run folder, evaluate on the test split
+    dlfund resume RUN_DIR                          continue an interrupted run to its configured number of epochs
+    dlfund evaluate RUN_DIR [--split test]         evaluate a run's model on a split
+
+Options come from typed dataclasses (``dlfund.config.TrainConfig``) through tyro: every field is a flag, with its
+type checked and its help shown by ``--help``; a misspelt flag gets the closest matches. ``--config FILE`` (JSON or
+YAML, same keys) sets defaults that flags on the command line override.
+"""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
-import os
-import platform
 import sys
-import types
-import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import tyro
 
 from dlfund.config import TrainConfig
 
-WEIGHTS_FILE = "weights.npz"
+COMMANDS = {
+    "train": "train a model on a dataset, write a run folder and evaluate on the test split",
+    "resume": "continue the run in RUN_DIR from its newest usable checkpoint to its configured epochs",
+    "evaluate": "evaluate the model of a run folder on one of its dataset's splits",
+}
+METRICS_FILE = "metrics.json"
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+@dataclasses.dataclass
+class ResumeArgs:
+    """Continue an interrupted run; its options come from RUN_DIR/config.json."""
+
+    run_dir: Annotated[str, tyro.conf.Positional]
+    data_dir: str | None = None
+    """where datasets are prepared; None: the run's own setting"""
+    progress: bool = True
+    """show a progress bar"""
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
-        kind = hints[field.name]
-        optional = isinstance(kind, types.UnionType) and type(None) in kind.__args__
-        if optional:
-            kind = next(a for a in kind.__args__ if a is not type(None))
-        help_text = f"{field.metadata['help']} (default: {field.default})"
-        if kind is bool:
-            parser.add_argument(
-                _flag(field.name),
-                action=argparse.BooleanOptionalAction,
-                default=field.default,
-                help=help_text,
-            )
-        elif typing.get_origin(kind) is tuple:
-            parser.add_argument(_flag(field.name), type=int, nargs="+", default=field.default, help=help_text)
-        else:
-            parser.add_argument(_flag(field.name), type=kind, default=field.default, help=help_text)
+@dataclasses.dataclass
+class EvaluateArgs:
+    """Evaluate the model of a run folder."""
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dlfund", description="Train and evaluate deep-learning fundamentals with JAX (dlfund)."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train = commands.add_parser(
-        "train",
-        help="train a model on a dataset and write a run folder",
-        description="Train a model and write config.json, history.csv, metrics.json, loss_curve.png and the "
-        "weights into a run folder.",
-    )
-    _add_config_arguments(train)
-    evaluate = commands.add_parser("evaluate", help="evaluate a run folder's weights on a split")
-    evaluate.add_argument("run_dir", help="a folder written by 'dlfund train'")
-    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
-    evaluate.add_argument("--data-dir", default=None, help="where datasets are prepared")
-    return parser
+    run_dir: Annotated[str, tyro.conf.Positional]
+    split: str = "test"
+    """train, val or test"""
+    data_dir: str | None = None
+    """where datasets are prepared; None: the run's own setting"""
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -68,37 +57,26 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.model}-{config.dataset}-{stamp}"
 
 
-def _environment() -> dict[str, Any]:
-    import flax
-    import jax
-    import optax
-
-    import dlfund
-
-    return {
-        "dlfund": dlfund.__version__,
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "python": platform.python_version(),
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-    }
-
-
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Runs the main job for ``config``; returns the test metrics. Writes the run folder."""
+def _load_data_and_model(config: TrainConfig, data_dir: str | None = None):
     from flax import nnx
 
     import dlfund
-    from dlfund import io as io_lib
 
-    ds = dlfund.data.load(config.dataset, data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed)
+    ds = dlfund.data.load(
+        config.dataset, data_dir=data_dir or config.data_dir, val_fraction=config.val_fraction, seed=config.seed
+    )
     model = dlfund.models.build(
         config.model, ds.input_shape, ds.num_classes, rngs=nnx.Rngs(config.seed), **config.model_options()
     )
-    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return ds, model
+
+
+def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, data_dir: str | None = None):
+    """Trains (or resumes) the run described by ``config`` in ``run_dir``; writes metrics.json."""
+    import dlfund
+    from dlfund import io as io_lib
+
+    ds, model = _load_data_and_model(config, data_dir)
     result = dlfund.fit(
         model,
         ds,
@@ -115,27 +93,22 @@ def train(config: TrainConfig) -> dict[str, Any]:
         schedule=config.schedule,
         clip_norm=config.clip_norm,
         execution=config.execution,
-        progress=config.progress,
-    )
-    test = dlfund.evaluate(result.model, ds.test)
-    io_lib.write_json(
-        run_dir / "config.json",
-        {
-            "config": {**config.to_dict(), "run_dir": str(run_dir)},
+        progress=progress,
+        run_dir=run_dir,
+        resume=resume,
+        checkpoint_every=config.checkpoint_every,
+        keep_checkpoints=config.keep_checkpoints,
+        run_info={
+            "cli": {**config.to_dict(), "run_dir": str(run_dir)},
             "dataset": {
                 "name": ds.name,
                 "num_classes": ds.num_classes,
                 "input_shape": ds.input_shape,
                 "sizes": {k: len(v[0]) for k, v in ds.splits().items()},
             },
-            "model": {"class": type(model).__name__, **dict(getattr(model, "config_items", ()))},
-            "fit": result.config,
-            "environment": _environment(),
         },
     )
-    result.history.to_csv(run_dir / "history.csv")
-    result.history.save_plots(run_dir)
-    dlfund.save_weights(run_dir / WEIGHTS_FILE, result.model)
+    test = dlfund.evaluate(result.model, ds.test)
     metrics = {
         "test": test,
         "best_epoch": result.best_epoch,
@@ -143,8 +116,52 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "stop_reason": result.stop_reason,
         "train_seconds": round(sum(result.epoch_seconds), 3),
     }
-    io_lib.write_json(run_dir / "metrics.json", metrics)
+    io_lib.write_json(run_dir / METRICS_FILE, metrics)
     print(_summary(run_dir, test, result), flush=True)
+    return metrics
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """The main job: trains ``config``'s model on its dataset, writes the run folder, returns the test metrics."""
+    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
+    return _fit(config, run_dir, resume=False, progress=config.progress)
+
+
+def _run_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a dlfund run folder (no config.json)")
+    recorded = json.loads(path.read_text()).get("cli")
+    if recorded is None:
+        raise ValueError(
+            f"{run_dir} was written by dlfund.fit from Python, not by 'dlfund train'; resume it with "
+            "dlfund.fit(..., run_dir=..., resume=True) and the same arguments"
+        )
+    return TrainConfig.from_dict(recorded)
+
+
+def resume(args: ResumeArgs) -> dict[str, Any]:
+    """Continues the run in ``args.run_dir`` with its recorded options."""
+    config = _run_config(args.run_dir)
+    return _fit(config, Path(args.run_dir), resume=True, progress=args.progress, data_dir=args.data_dir)
+
+
+def evaluate(args: EvaluateArgs) -> dict[str, Any]:
+    """Evaluates the run's model (final weights, or the newest checkpoint) on a split of its dataset."""
+    import dlfund
+
+    config = _run_config(args.run_dir)
+    ds = dlfund.data.load(
+        config.dataset,
+        data_dir=args.data_dir or config.data_dir,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+    )
+    splits = ds.splits()
+    if args.split not in splits:
+        raise ValueError(f"unknown split {args.split!r}; the dataset has {', '.join(splits)}")
+    metrics = dlfund.evaluate(dlfund.load_model(args.run_dir), splits[args.split])
+    print(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}, indent=2))
     return metrics
 
 
@@ -158,49 +175,48 @@ def _summary(run_dir: Path, test: dict[str, Any], result) -> str:
     return "\n".join(lines)
 
 
-def load_run(run_dir: str | os.PathLike, *, data_dir: str | None = None):
-    """Rebuilds a trained run: ``(model, dataset, config)`` from its config.json and weights."""
-    from flax import nnx
-
-    import dlfund
-
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a dlfund run folder (no config.json)")
-    config = TrainConfig.from_dict(json.loads(config_path.read_text())["config"])
-    ds = dlfund.data.load(
-        config.dataset,
-        data_dir=data_dir or config.data_dir,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-    )
-    model = dlfund.models.build(
-        config.model, ds.input_shape, ds.num_classes, rngs=nnx.Rngs(config.seed), **config.model_options()
-    )
-    dlfund.load_weights(run_dir / WEIGHTS_FILE, model)
-    model.eval()
-    return model, ds, config
+def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Takes ``--config FILE`` (or ``--config=FILE``) out of argv."""
+    rest, path, i = [], None, 0
+    while i < len(argv):
+        if argv[i] == "--config" and i + 1 < len(argv):
+            path, i = argv[i + 1], i + 2
+            continue
+        if argv[i].startswith("--config="):
+            path = argv[i].split("=", 1)[1]
+        else:
+            rest.append(argv[i])
+        i += 1
+    return path, rest
 
 
-def evaluate(run_dir: str, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
-    import dlfund
-
-    model, ds, _ = load_run(run_dir, data_dir=data_dir)
-    metrics = dlfund.evaluate(model, ds.splits()[split])
-    print(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}, indent=2))
-    return metrics
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: dlfund COMMAND [OPTIONS]   (dlfund COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"dlfund: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    prog = f"dlfund {command}"
     try:
-        if args.command == "train":
-            values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-            train(TrainConfig.from_dict(values))
-        elif args.command == "evaluate":
-            evaluate(args.run_dir, args.split, args.data_dir)
+        if command == "train":
+            config_file, rest = _split_config_flag(rest)
+            defaults = TrainConfig.from_file(config_file) if config_file else TrainConfig()
+            train(tyro.cli(TrainConfig, args=rest, prog=prog, default=defaults, description=COMMANDS[command]))
+        elif command == "resume":
+            resume(tyro.cli(ResumeArgs, args=rest, prog=prog))
+        elif command == "evaluate":
+            evaluate(tyro.cli(EvaluateArgs, args=rest, prog=prog))
     except (ValueError, FileNotFoundError) as error:
-        print(f"dlfund {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     return 0

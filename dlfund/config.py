@@ -1,8 +1,15 @@
-"""Typed run configuration: one dataclass whose fields are the command line's options and the run's config.json."""
+"""Typed run configuration: one dataclass whose fields are the command line's options and the run's config.json.
+
+The command line (tyro) derives its flags, types and help from these fields; a JSON/YAML config file holds the
+same keys.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import os
+from pathlib import Path
 from typing import Any
 
 
@@ -34,10 +41,10 @@ class TrainConfig:
     seed: int = _field(0, "seed for initialization, data order and dropout")
     val_fraction: float = _field(0.1, "fraction of the training split held out for validation")
     execution: str = _field("auto", "epoch execution: auto, scan or loop")
-    data_dir: str | None = _field(
-        None, "where datasets are prepared (default: $DLFUND_DATA_DIR or ~/tensorflow_datasets)"
-    )
-    run_dir: str | None = _field(None, "output folder (default: runs/<model>-<dataset>-<time>)")
+    data_dir: str | None = _field(None, "where datasets are prepared; None: $DLFUND_DATA_DIR or ~/tensorflow_datasets")
+    run_dir: str | None = _field(None, "output folder; None: runs/<model>-<dataset>-<time>")
+    checkpoint_every: int = _field(1, "save a checkpoint every this many epochs (and after the last)")
+    keep_checkpoints: int = _field(3, "how many of the latest checkpoints to keep (the best is kept too)")
     progress: bool = _field(True, "show a progress bar")
 
     def model_options(self) -> dict[str, Any]:
@@ -56,11 +63,28 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        """A config from a dict (e.g. a config file); unknown keys are refused with the closest known ones."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+            hints = [
+                f"{k!r} (did you mean {', '.join(difflib.get_close_matches(k, known, n=2)) or 'none'}?)"
+                for k in unknown
+            ]
+            raise ValueError(f"unknown config keys: {'; '.join(hints)}. Known keys: {', '.join(known)}")
         values = dict(values)
         if "hidden" in values:
-            values["hidden"] = tuple(values["hidden"])
+            hidden = values["hidden"]
+            values["hidden"] = (hidden,) if isinstance(hidden, int) else tuple(hidden)
         return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> TrainConfig:
+        """A config from a JSON or YAML file of ``key: value`` pairs (the same keys as the command line)."""
+        import yaml
+
+        text = Path(path).read_text()
+        values = yaml.safe_load(text) if text.strip() else {}  # YAML is a superset of JSON
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a config file holds key: value pairs, got {type(values).__name__}")
+        return cls.from_dict({k.replace("-", "_"): v for k, v in values.items()})

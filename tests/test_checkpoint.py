@@ -1,63 +1,112 @@
-import os
+"""The Orbax checkpoint store: retention, integrity checks, interrupted saves, format versions."""
 
-import jax
-import jax.numpy as jnp
+import os
+import shutil
+import warnings
+
 import numpy as np
 import pytest
-from flax import nnx
 
-import dlfund
-from dlfund.models import MLP
+from dlfund import checkpoint
+from dlfund.checkpoint import CheckpointError, CheckpointStore, CheckpointWarning
 
-
-def test_save_load_round_trip_gives_identical_predictions(tmp_path):
-    model = MLP(6, (8,), 3, batch_norm=True, rngs=nnx.Rngs(0))
-    model(jax.random.normal(jax.random.key(0), (16, 6)))  # move the batch-norm statistics off their init
-    model.eval()
-    path = dlfund.save_weights(tmp_path / "w.npz", model)
-    clone = MLP(6, (8,), 3, batch_norm=True, rngs=nnx.Rngs(1))
-    clone.eval()
-    x = jnp.ones((4, 6))
-    assert not np.allclose(clone(x), model(x))
-    dlfund.load_weights(path, clone)
-    np.testing.assert_array_equal(clone(x), model(x))
-    header = dlfund.checkpoint.read_header(path)
-    assert header["model"] == "MLP" and header["config"]["hidden"] == [8] and header["format_version"] == 1
+NOISE = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)  # incompressible, so files are large
 
 
-def test_loading_into_another_shape_names_the_parameter_and_both_shapes(tmp_path):
-    path = dlfund.save_weights(tmp_path / "w.npz", MLP(6, (8,), 3, rngs=nnx.Rngs(0)))
-    with pytest.raises(ValueError, match=r"'dense/0/bias': the model has shape \(16,\), .* has shape \(8,\)"):
-        dlfund.load_weights(path, MLP(6, (16,), 3, rngs=nnx.Rngs(0)))
-    with pytest.raises(ValueError, match="no parameter 'norms/0/bias'"):
-        dlfund.load_weights(path, MLP(6, (8,), 3, batch_norm=True, rngs=nnx.Rngs(0)))
+def items(value):
+    return {"model": {"w": NOISE + value, "b": np.arange(3, dtype=np.int32)}}
 
 
-def test_newer_format_is_refused(tmp_path):
-    path = tmp_path / "w.npz"
-    np.savez(path, __dlfund__=np.array('{"format_version": 99}'))
-    with pytest.raises(ValueError, match="newer dlfund"):
-        dlfund.load_weights(path, MLP(6, (8,), 3, rngs=nnx.Rngs(0)))
+TARGET = items(0.0)
 
 
-def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
-    path = tmp_path / "w.npz"
-    model = MLP(6, (8,), 3, rngs=nnx.Rngs(0))
-    dlfund.save_weights(path, model)
-    before = path.read_bytes()
-
-    def broken_savez(file, **arrays):
-        file.write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(np, "savez", broken_savez)
-    with pytest.raises(OSError, match="disk full"):
-        dlfund.save_weights(path, model)
-    assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["w.npz"]
+def test_save_restore_and_retention_keeps_latest_and_best(tmp_path):
+    with CheckpointStore(tmp_path, keep=2, monitor="val_loss", mode="min") as store:
+        for step, val_loss in zip(range(1, 6), [0.9, 0.2, 0.5, 0.6, 0.7]):
+            store.save(step, items(float(step)), {"epoch": step}, {"val_loss": val_loss})
+        store.wait()
+        assert store.steps() == [2, 4, 5]  # the latest two and the best (val_loss 0.2 at step 2)
+        restored, meta = store.restore(2, TARGET)
+        assert meta["epoch"] == 2 and meta["format_version"] == checkpoint.FORMAT_VERSION
+        np.testing.assert_array_equal(restored["model"]["w"], NOISE + 2.0)
+        assert (tmp_path / "5" / checkpoint.INTEGRITY_FILE).exists()
 
 
-def test_files_load_without_pickle(tmp_path):
-    path = dlfund.save_weights(tmp_path / "w.npz", MLP(6, (8,), 3, rngs=nnx.Rngs(0)))
-    with np.load(path, allow_pickle=False) as npz:
-        assert all(npz[k].dtype != object for k in npz.files)
+def test_mode_max_keeps_the_highest(tmp_path):
+    with CheckpointStore(tmp_path, keep=1, monitor="val_accuracy", mode="max") as store:
+        for step, accuracy in zip(range(1, 4), [0.5, 0.9, float("nan")]):
+            store.save(step, items(1.0), {}, {"val_accuracy": accuracy})
+        store.wait()
+        assert store.steps() == [2, 3]
+
+
+def _damage(step_dir, how):
+    data_files = [p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d" and p.stat().st_size > 1000]
+    target = max(data_files, key=lambda p: p.stat().st_size)
+    raw = bytearray(target.read_bytes())
+    if how == "truncate":
+        target.write_bytes(raw[: len(raw) // 2])
+    else:
+        raw[len(raw) // 2] ^= 0xFF
+        target.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(tmp_path, how):
+    with CheckpointStore(tmp_path) as store:
+        store.save(1, items(1.0), {"epoch": 1})
+        store.save(2, items(2.0), {"epoch": 2})
+    _damage(tmp_path / "2", how)
+    with CheckpointStore(tmp_path) as store, pytest.warns(CheckpointWarning, match="checkpoint 2 .* damaged"):
+        step, restored, meta = store.restore_latest(TARGET)
+    assert step == 1 and meta["epoch"] == 1
+    np.testing.assert_array_equal(restored["model"]["w"], NOISE + 1.0)
+    assert sorted(os.listdir(tmp_path)) == ["1", "2.damaged"]  # set aside, not deleted
+
+
+def test_an_interrupted_save_is_ignored_and_reported(tmp_path):
+    with CheckpointStore(tmp_path) as store:
+        store.save(1, items(1.0), {"epoch": 1})
+    shutil.copytree(tmp_path / "1", tmp_path / "2.orbax-checkpoint-tmp")  # what a SIGKILL mid-save leaves
+    with CheckpointStore(tmp_path) as store:
+        assert store.steps() == [1]
+        with pytest.warns(CheckpointWarning, match="unfinished save"):
+            step, _, _ = store.restore_latest(TARGET)
+    assert step == 1
+
+
+def test_an_unverified_checkpoint_still_restores(tmp_path):
+    # A process stopped between Orbax's commit and the integrity record: the commit makes it complete.
+    with CheckpointStore(tmp_path) as store:
+        store.save(1, items(1.0), {"epoch": 1})
+    os.remove(tmp_path / "1" / checkpoint.INTEGRITY_FILE)
+    with CheckpointStore(tmp_path) as store, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.restore_latest(TARGET)[0] == 1
+
+
+def test_partial_restore_of_named_items(tmp_path):
+    with CheckpointStore(tmp_path) as store:
+        store.save(1, {**items(1.0), "optimizer": {"m": np.ones(5, np.float32)}}, {})
+        store.wait()
+        assert store.items(1) == ["model", "optimizer"]
+        restored, _ = store.restore(1, {"model": TARGET["model"], "missing": {"x": np.zeros(1)}})
+        assert set(restored) == {"model"}
+
+
+def test_a_newer_format_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 99)
+    with CheckpointStore(tmp_path) as store:
+        store.save(1, items(1.0), {})
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 1)
+    with CheckpointStore(tmp_path) as store, pytest.raises(CheckpointError, match="newer dlfund"):
+        store.restore_latest(TARGET)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="keep"):
+        CheckpointStore(tmp_path, keep=0)
+    with pytest.raises(ValueError, match="mode"):
+        CheckpointStore(tmp_path, mode="best")
+    with CheckpointStore(tmp_path) as store, pytest.raises(ValueError, match="reserved"):
+        store.save(1, {"meta": {}}, {})

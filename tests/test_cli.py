@@ -9,12 +9,16 @@ from dlfund import cli
 from dlfund.config import TrainConfig
 
 
-def parse(*argv):
-    args = cli.build_parser().parse_args(["train", *argv])
-    return {k: getattr(args, k) for k in TrainConfig().to_dict()}
+def parse(*argv, defaults=None):
+    import tyro
+
+    return tyro.cli(TrainConfig, args=list(argv), default=defaults or TrainConfig())
 
 
-def test_help_lists_every_option(capsys):
+def test_help_lists_commands_and_every_option(capsys):
+    assert cli.main(["--help"]) == 0
+    usage = capsys.readouterr().out
+    assert all(name in usage for name in ("train", "resume", "evaluate"))
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--help"])
     assert exit_info.value.code == 0
@@ -24,20 +28,38 @@ def test_help_lists_every_option(capsys):
 
 
 def test_overrides_of_each_option_type():
-    values = parse(
+    config = parse(
         "--epochs", "3", "--learning-rate", "0.01", "--optimizer", "sgd", "--hidden", "64", "32",
-        "--batch-norm", "--clip-norm", "1.5", "--no-progress", "--activation", "tanh",
+        "--batch-norm", "--clip-norm", "1.5", "--no-progress", "--activation", "tanh", "--loss", "mse",
     )  # fmt: skip
-    assert values["epochs"] == 3 and values["learning_rate"] == 0.01 and values["optimizer"] == "sgd"
-    assert values["hidden"] == [64, 32] and values["batch_norm"] is True and values["clip_norm"] == 1.5
-    assert values["progress"] is False and values["activation"] == "tanh"
-    assert TrainConfig.from_dict(values).hidden == (64, 32)
-    assert parse()["hidden"] == (128,) and parse()["clip_norm"] is None
+    assert config.epochs == 3 and config.learning_rate == 0.01 and config.optimizer == "sgd"
+    assert config.hidden == (64, 32) and config.batch_norm is True and config.clip_norm == 1.5
+    assert config.progress is False and config.activation == "tanh" and config.loss == "mse"
+    default = parse()
+    assert default.hidden == (128,) and default.clip_norm is None and default == TrainConfig()
 
 
-def test_unknown_config_key_is_named():
-    with pytest.raises(ValueError, match=r"unknown config keys \['epoch'\]"):
+def test_a_misspelt_flag_suggests_the_right_one(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--epoch", "3"])
+    err = capsys.readouterr().err
+    assert "--epoch" in err and "--epochs" in err
+
+
+def test_config_file_sets_defaults_that_flags_override(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("epochs: 5\nhidden: [32, 16]\nlearning-rate: 0.01\n")
+    config = parse("--epochs", "7", defaults=TrainConfig.from_file(path))
+    assert config.epochs == 7 and config.hidden == (32, 16) and config.learning_rate == 0.01
+    (tmp_path / "run.json").write_text(json.dumps({"epochs": 2, "batch_norm": True}))
+    assert TrainConfig.from_file(tmp_path / "run.json").batch_norm is True
+
+
+def test_unknown_config_key_is_named_with_close_matches(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown config keys: 'epoch' \(did you mean epochs"):
         TrainConfig.from_dict({"epoch": 3})
+    (tmp_path / "bad.yaml").write_text("lerning_rate: 0.1\n")
+    assert cli.main(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
 
 
 def test_train_writes_a_complete_run_folder_and_evaluate_reads_it(tmp_path, capsys):
@@ -46,26 +68,35 @@ def test_train_writes_a_complete_run_folder_and_evaluate_reads_it(tmp_path, caps
         ["train", "--epochs", "3", "--hidden", "32", "--run-dir", str(run_dir), "--no-progress", "--patience", "0"]
     )
     assert code == 0
-    names = sorted(os.listdir(run_dir))
-    assert names == ["config.json", "history.csv", "loss_curve.png", "metrics.json", "metrics.png", "weights.npz"]
+    names = set(os.listdir(run_dir))
+    assert {"config.json", "history.csv", "history.jsonl", "loss_curve.png", "metrics.json", "metrics.png"} <= names
+    assert {"weights.safetensors", "checkpoints", "tensorboard"} <= names
     metrics = json.loads((run_dir / "metrics.json").read_text())
     test = metrics["test"]
     assert test["num_examples"] == 359 and test["accuracy"] > 0.6
     assert {"precision_macro", "recall_macro", "f1_macro"} <= set(test)
     assert sum(map(sum, test["confusion_matrix"])) == 359
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["config"]["epochs"] == 3 and config["environment"]["jax"]
+    assert config["cli"]["epochs"] == 3 and config["environment"]["jax"] and config["model"]["class"] == "MLP"
     assert (run_dir / "history.csv").read_text().count("\n") == 4  # header + 3 epochs
     capsys.readouterr()
     assert cli.main(["evaluate", str(run_dir)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["accuracy"] == pytest.approx(test["accuracy"])
+    # The same folder again without resuming is refused: nothing written is overwritten.
+    assert cli.main(["train", "--epochs", "3", "--run-dir", str(run_dir), "--no-progress"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
 
 
 def test_bad_option_value_exits_with_a_clear_message(tmp_path, capsys):
     code = cli.main(["train", "--activation", "rleu", "--run-dir", str(tmp_path / "r"), "--no-progress"])
     assert code == 2
     assert "Known activations" in capsys.readouterr().err
+
+
+def test_unknown_command(capsys):
+    assert cli.main(["trian"]) == 2
+    assert "unknown command 'trian'" in capsys.readouterr().err
 
 
 def test_python_dash_m_dlfund_runs_the_main_job(tmp_path):
@@ -78,4 +109,4 @@ def test_python_dash_m_dlfund_runs_the_main_job(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "test: loss=" in done.stdout and (tmp_path / "r" / "weights.npz").exists()
+    assert "test: loss=" in done.stdout and (tmp_path / "r" / "weights.safetensors").exists()

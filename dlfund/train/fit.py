@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from dlfund.train.callbacks import Callback
 from dlfund.train.early_stopping import EarlyStopping
 from dlfund.train.evaluation import EVAL_BATCH_SIZE, classes_from_outputs, evaluate_arrays, output_shape
 from dlfund.train.execution import STRATEGIES, choose_strategy
+from dlfund.train.run import RunDirectoryError, RunRecorder, describe_model
 from dlfund.train.state import TrainState, create_train_state
 
 # Streams derived from the seed: one for the state (dropout), one for the data order.
@@ -105,6 +107,12 @@ def fit(
     optimizer_options: dict[str, Any] | None = None,
     schedule_options: dict[str, Any] | None = None,
     execution: str = "auto",
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 1,
+    keep_checkpoints: int = 3,
+    tensorboard: bool = True,
+    run_info: dict[str, Any] | None = None,
 ) -> FitResult:
     """Trains ``model`` on ``data``; everything is validated before anything compiles.
 
@@ -135,10 +143,22 @@ def fit(
       clip_norm: clip the global gradient norm (None: off).
       optimizer_options / schedule_options: extra keyword arguments for the Optax optimizer / the schedule.
       execution: "auto" (measured best per backend and model), "scan" or "loop".
+      run_dir: write a run folder there (config, history, TensorBoard, checkpoints, plots, weights; see
+        :mod:`dlfund.train.run`). None: nothing is written.
+      resume: continue the run in ``run_dir`` from its newest usable checkpoint (same configuration required);
+        the result is bit-identical to an uninterrupted run on the same machine.
+      checkpoint_every: with ``run_dir``, save a checkpoint every this many epochs (and after the last).
+      keep_checkpoints: how many of the latest checkpoints to keep; the best by the monitored metric (early
+        stopping's, else ``val_loss``, else ``loss``) is kept as well.
+      tensorboard: with ``run_dir``, write TensorBoard event files.
+      run_info: more JSON-friendly information to record in ``config.json`` (the CLI records its options).
     Returns:
       a :class:`FitResult`.
     """
     epochs = checks.check_positive_int("epochs", epochs)
+    checkpoint_every = checks.check_positive_int("checkpoint_every", checkpoint_every)
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs the run_dir of the run to continue")
     batch_size = checks.check_positive_int("batch_size", batch_size)
     if isinstance(optimizer, str):
         learning_rate = checks.check_learning_rate(learning_rate)
@@ -215,6 +235,21 @@ def fit(
         "num_val": 0 if val_arrays is None else len(val_arrays[0]),
         "early_stopping": None if early_stopping is None else dataclasses.asdict(early_stopping),
     }
+    recorder = None
+    if run_dir is not None:
+        monitor = early_stopping.monitor if early_stopping else ("val_loss" if val_arrays is not None else "loss")
+        mode = "max" if early_stopping is not None and early_stopping.maximize else "min"
+        recorder = RunRecorder(
+            run_dir,
+            config=config,
+            extra={"model": describe_model(model), **(run_info or {})},
+            resume=resume,
+            checkpoint_every=checkpoint_every,
+            keep=checks.check_positive_int("keep_checkpoints", keep_checkpoints),
+            monitor=monitor,
+            mode=mode,
+            tensorboard=tensorboard,
+        )
     for callback in callbacks:
         callback.on_train_begin(config)
 
@@ -232,6 +267,7 @@ def fit(
         progress=progress,
         strategy=strategy,
         config=config,
+        recorder=recorder,
     )
 
 
@@ -260,50 +296,84 @@ def _train(
     progress,
     strategy,
     config,
+    recorder,
 ) -> FitResult:
     run_epoch = STRATEGIES[strategy]
-    history = History()
-    stopper_state = early_stopping.init() if early_stopping is not None else None
-    best_weights = None
+    history, stopper_state, best_weights, first_epoch = History(), None, None, 1
+    if early_stopping is not None:
+        stopper_state = early_stopping.init()
     stop_reason = None
+    try:
+        if recorder is not None:
+            state, done, history, stopper_state, best_weights = recorder.start(state, early_stopping)
+            first_epoch = done + 1
+            if done and stopper_state is not None and bool(stopper_state.stop):
+                first_epoch = epochs + 1  # the run had already stopped early; nothing left to do
+    except RunDirectoryError as error:
+        raise RunDirectoryError(f"{error}. Nothing was trained.") from error
     epoch_seconds = []
     val_batch = None if val is None else min(EVAL_BATCH_SIZE, val[0].shape[0])
-    bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", disable=not progress, leave=True)
-    for epoch in bar:
-        start = time.perf_counter()
-        result = run_epoch(state, *train, jax.random.fold_in(order_root, epoch), batch_size=batch_size, metrics=metrics)
-        state = result.state
-        values, measurements, halted = jax.device_get((result.metrics, result.measurements, result.halted))
-        if halted:
-            bad = int(np.argmin(np.isfinite(measurements["loss"]) & np.isfinite(measurements["grad_norm"])))
-            stop_reason = _nonfinite_message(epoch, bad, len(measurements["loss"]), int(state.step) + 1, measurements)
-            warnings.warn(stop_reason, NonFiniteLossWarning, stacklevel=3)
-            epoch_seconds.append(time.perf_counter() - start)
-            break
-        row: dict[str, Any] = {"epoch": epoch}
-        row.update({m.name: float(v) for m, v in zip(metrics, values)})
-        if val is not None:
-            val_values = jax.device_get(evaluate_arrays(state, *val, batch_size=val_batch, metrics=metrics))
-            row.update({f"val_{m.name}": float(v) for m, v in zip(metrics, val_values)})
-        row["learning_rate"] = float(measurements["learning_rate"][-1])
-        history.append(row)
-        epoch_seconds.append(time.perf_counter() - start)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "learning_rate")}, refresh=False)
-
-        if early_stopping is not None:
-            stopper_state = early_stopping.update(stopper_state, row[early_stopping.monitor], epoch)
-            if int(stopper_state.best_epoch) == epoch and early_stopping.restore_best:
-                best_weights = jax.tree.map(jnp.copy, (state.params, state.model_state))
-        if any(bool(c.on_epoch_end(epoch, dict(row), state)) for c in callbacks):
-            stop_reason = f"a callback asked to stop after epoch {epoch}"
-            break
-        if stopper_state is not None and bool(stopper_state.stop):
-            stop_reason = (
-                f"early stopping: {early_stopping.monitor} did not improve for {early_stopping.patience} epochs "
-                f"(best {float(stopper_state.best):.6g} at epoch {int(stopper_state.best_epoch)})"
+    bar = tqdm(
+        range(first_epoch, epochs + 1), desc="fit", unit="epoch", disable=not progress, leave=True,
+        initial=first_epoch - 1, total=epochs,
+    )  # fmt: skip
+    try:
+        for epoch in bar:
+            start = time.perf_counter()
+            result = run_epoch(
+                state, *train, jax.random.fold_in(order_root, epoch), batch_size=batch_size, metrics=metrics
             )
-            break
-    bar.close()
+            state = result.state
+            values, measurements, halted = jax.device_get((result.metrics, result.measurements, result.halted))
+            if halted:
+                bad = int(np.argmin(np.isfinite(measurements["loss"]) & np.isfinite(measurements["grad_norm"])))
+                steps = len(measurements["loss"])
+                stop_reason = _nonfinite_message(epoch, bad, steps, int(state.step) + 1, measurements)
+                warnings.warn(stop_reason, NonFiniteLossWarning, stacklevel=3)
+                epoch_seconds.append(time.perf_counter() - start)
+                break
+            row: dict[str, Any] = {"epoch": epoch}
+            row.update({m.name: float(v) for m, v in zip(metrics, values)})
+            if val is not None:
+                val_values = jax.device_get(evaluate_arrays(state, *val, batch_size=val_batch, metrics=metrics))
+                row.update({f"val_{m.name}": float(v) for m, v in zip(metrics, val_values)})
+            row["learning_rate"] = float(measurements["learning_rate"][-1])
+            history.append(row)
+            epoch_seconds.append(time.perf_counter() - start)
+            bar.set_postfix(
+                {k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "learning_rate")}, refresh=False
+            )
+
+            if early_stopping is not None:
+                stopper_state = early_stopping.update(stopper_state, row[early_stopping.monitor], epoch)
+                if int(stopper_state.best_epoch) == epoch and early_stopping.restore_best:
+                    best_weights = jax.tree.map(jnp.copy, (state.params, state.model_state))
+            if stopper_state is not None and bool(stopper_state.stop):
+                stop_reason = (
+                    f"early stopping: {early_stopping.monitor} did not improve for {early_stopping.patience} "
+                    f"epochs (best {float(stopper_state.best):.6g} at epoch {int(stopper_state.best_epoch)})"
+                )
+            # Recorded before the callbacks run, so that a callback that raises leaves this epoch on disk.
+            saved = recorder is not None and recorder.epoch_end(
+                epoch, row, state, stopper_state, best_weights, last=epoch == epochs or stop_reason is not None
+            )
+            if any(bool(c.on_epoch_end(epoch, dict(row), state)) for c in callbacks):
+                stop_reason = stop_reason or f"a callback asked to stop after epoch {epoch}"
+                if recorder is not None and not saved:
+                    recorder.checkpoint(epoch, state, stopper_state, best_weights)
+            if stop_reason is not None:
+                break
+    except RunDirectoryError as error:
+        stop_reason = f"training stopped: {error}. The result returned here holds the trained state in memory."
+        warnings.warn(stop_reason, RuntimeWarning, stacklevel=3)
+        recorder.close(quietly=True)
+        recorder = None
+    except BaseException:
+        if recorder is not None:  # e.g. KeyboardInterrupt: let the checkpoints already started finish
+            recorder.close(quietly=True)
+        raise
+    finally:
+        bar.close()
 
     best_epoch = _best_epoch(history, early_stopping, stopper_state)
     params, model_state = best_weights if best_weights is not None else (state.params, state.model_state)
@@ -320,6 +390,12 @@ def _train(
         epoch_seconds=epoch_seconds,
         config=config,
     )
+    if recorder is not None:
+        try:
+            recorder.finish(model, history)
+        except RunDirectoryError as error:
+            fit_result.stop_reason = f"{stop_reason + '; ' if stop_reason else ''}{error}"
+            warnings.warn(str(error), RuntimeWarning, stacklevel=2)
     for callback in callbacks:
         callback.on_train_end(fit_result)
     return fit_result

@@ -1,0 +1,362 @@
+"""A run folder: the whole truth of one training run, written as it happens, and the way to resume it.
+
+Layout (``fit(..., run_dir=DIR)`` writes it; ``dlfund train`` adds ``metrics.json``)::
+
+    DIR/config.json          every resolved option, library versions, devices, git commit
+    DIR/history.jsonl        one JSON line per epoch, appended as it ends (a crash keeps what was done)
+    DIR/history.csv          the same table, rewritten each epoch
+    DIR/tensorboard/         TensorBoard event files (tensorboardX): every history column per epoch
+    DIR/checkpoints/<epoch>/ Orbax checkpoints: model, optimizer, step, PRNG key, early stopping, history
+    DIR/loss_curve.png       train vs validation loss;  DIR/metrics.png: the metric curves
+    DIR/weights.safetensors  the final (or best) weights, for dlfund.load_model / load_weights
+
+Every file is written atomically or appended line by line; a failure to write (read-only or full disk) raises
+:class:`RunDirectoryError`, which ``fit`` turns into a stop with the in-memory result intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from dlfund import io as io_lib
+from dlfund.checkpoint import CheckpointStore
+from dlfund.history import History
+
+CONFIG_FILE = "config.json"
+HISTORY_JSONL = "history.jsonl"
+HISTORY_CSV = "history.csv"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+class RunDirectoryError(OSError):
+    """The run folder could not be written (read-only, full disk, ...)."""
+
+
+def _plain(obj: Any) -> Any:
+    """JSON round trip: tuples become lists, so saved and current configurations compare equal."""
+    return json.loads(json.dumps(obj, default=io_lib._jsonable))
+
+
+def environment() -> dict[str, Any]:
+    """Library versions, devices and the git commit of the working directory (if any)."""
+    import flax
+    import optax
+
+    import dlfund
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "dlfund": dlfund.__version__,
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "python": platform.python_version(),
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "git_commit": commit or None,
+    }
+
+
+def describe_model(model) -> dict[str, Any]:
+    """Class name and constructor arguments (dlfund models remember them), enough to rebuild the model."""
+    return {"class": type(model).__name__, "config": dict(getattr(model, "config_items", ())) or None}
+
+
+def differing_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON-like configurations differ."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        keys = sorted(set(saved) | set(current))
+        return [d for k in keys for d in differing_keys(saved.get(k), current.get(k), f"{prefix}{k}.")]
+    return [] if saved == current else [prefix.rstrip(".")]
+
+
+def _checkpoint_items(state, best_weights) -> dict[str, Any]:
+    """The checkpoint's items: the model (what load_model needs), the rest of the training state, the best weights."""
+    items = {
+        "model": {"params": state.params, "model_state": state.model_state},
+        "training": {"opt_state": state.opt_state, "step": state.step, "key": jax.random.key_data(state.key)},
+    }
+    if best_weights is not None:
+        items["best"] = {"params": best_weights[0], "model_state": best_weights[1]}
+    return items
+
+
+class RunRecorder:
+    """Writes a run folder while ``fit`` trains, and restores a run from it.
+
+    Args:
+      run_dir: the folder.
+      config: the fit configuration (JSON-friendly); a resumed run must have the same.
+      extra: more to record in config.json (e.g. the command line's options, dataset and model descriptions).
+      resume: continue the run in ``run_dir``; without it, a folder that already holds a run is refused.
+      checkpoint_every: save a checkpoint every this many epochs (and at the last epoch).
+      keep: how many of the latest checkpoints to keep (the best by ``monitor`` is kept too).
+      monitor, mode: the metric that decides the best checkpoint.
+      tensorboard: write TensorBoard event files.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        config: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+        resume: bool = False,
+        checkpoint_every: int = 1,
+        keep: int = 3,
+        monitor: str = "loss",
+        mode: str = "min",
+        tensorboard: bool = True,
+    ):
+        self.run_dir = Path(run_dir)
+        self.config = _plain(config)
+        self.extra = _plain(extra or {})
+        self.resume = resume
+        self.checkpoint_every = checkpoint_every
+        self.keep = keep
+        self.monitor, self.mode = monitor, mode
+        self.use_tensorboard = tensorboard
+        self.store: CheckpointStore | None = None
+        self._writer = None
+        self._history = History()
+
+    # --- starting ---------------------------------------------------------------------------------------------
+
+    def _check_folder(self) -> None:
+        config_path = self.run_dir / CONFIG_FILE
+        holds_run = config_path.exists() or (self.run_dir / CHECKPOINTS).exists()
+        if holds_run and not self.resume:
+            raise ValueError(
+                f"{self.run_dir} already holds a run; pass resume=True (dlfund resume {self.run_dir}) to continue "
+                "it, or choose a new run_dir"
+            )
+        if self.resume and config_path.exists():
+            saved = json.loads(config_path.read_text()).get("fit", {})
+            differ = differing_keys(saved, self.config)
+            if differ:
+                raise ValueError(
+                    f"{self.run_dir} belongs to a run with a different configuration, so it cannot be resumed; "
+                    f"differing keys: {', '.join(differ)}. Use a new run_dir for the new configuration."
+                )
+
+    def start(self, state, early_stopping) -> tuple[Any, int, History, Any, Any]:
+        """Opens the folder; returns ``(state, epochs_done, history, early_stopping_state, best_weights)``.
+
+        For a new run that is the given state and nothing done; for a resumed run, what the newest usable
+        checkpoint holds.
+        """
+        self._check_folder()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.store = CheckpointStore(
+                self.run_dir / CHECKPOINTS, keep=self.keep, monitor=self.monitor, mode=self.mode
+            )
+        except OSError as error:
+            raise RunDirectoryError(f"cannot write the run folder {self.run_dir}: {error}") from error
+        target = _checkpoint_items(state, (state.params, state.model_state))
+        restored = self.store.restore_latest(target) if self.resume else None
+        epochs_done, stopper_state, best_weights = 0, early_stopping.init() if early_stopping else None, None
+        if restored is not None:
+            epochs_done, items, meta = restored
+            model, training = items["model"], items["training"]
+            state = state.replace(
+                params=model["params"],
+                model_state=model["model_state"],
+                opt_state=training["opt_state"],
+                step=training["step"],
+                key=jax.random.wrap_key_data(training["key"], impl=jax.random.key_impl(state.key)),
+            )
+            self._history = History(meta["history"])
+            if early_stopping is not None and meta.get("early_stopping") is not None:
+                stopper_state = type(stopper_state)(*(jnp.asarray(v) for v in meta["early_stopping"]))
+                if "best" in items and int(stopper_state.best_epoch) > 0:
+                    best_weights = (items["best"]["params"], items["best"]["model_state"])
+        self._write(self._open_outputs, epochs_done)
+        return state, epochs_done, self._history, stopper_state, best_weights
+
+    def _open_outputs(self, epochs_done: int) -> None:
+        io_lib.write_json(self.run_dir / CONFIG_FILE, {"fit": self.config, **self.extra, "environment": environment()})
+        # The history is the checkpoint's: epochs logged after the last checkpoint are redone, so drop them.
+        io_lib.write_text(self.run_dir / HISTORY_JSONL, "".join(json.dumps(r) + "\n" for r in self._history.rows))
+        if self.use_tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / TENSORBOARD), purge_step=epochs_done + 1)
+
+    # --- during training --------------------------------------------------------------------------------------
+
+    def epoch_end(self, epoch: int, row: dict[str, Any], state, stopper_state, best_weights, last: bool) -> bool:
+        """Records one finished epoch (``row`` is already in the history ``start`` returned); checkpoints it every
+        ``checkpoint_every`` epochs and at the end. Returns whether it saved a checkpoint."""
+        self._write(self._log_row, row)
+        if last or epoch % self.checkpoint_every == 0:
+            self.checkpoint(epoch, state, stopper_state, best_weights)
+            return True
+        return False
+
+    def _log_row(self, row: dict[str, Any]) -> None:
+        with open(self.run_dir / HISTORY_JSONL, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._history.to_csv(self.run_dir / HISTORY_CSV)
+        if self._writer is not None:
+            epoch = row["epoch"]
+            for name, value in row.items():
+                if name == "epoch":
+                    continue
+                tag = "learning_rate" if name == "learning_rate" else _tag(name)
+                self._writer.add_scalar(tag, value, epoch)
+            self._writer.flush()
+
+    def checkpoint(self, epoch: int, state, stopper_state, best_weights) -> None:
+        """Saves the state after ``epoch`` (asynchronously; ``finish`` waits for it)."""
+        meta = {
+            "epoch": epoch,
+            # A copy: Orbax serializes asynchronously, after later epochs have appended rows.
+            "history": [dict(row) for row in self._history.rows],
+            "early_stopping": None if stopper_state is None else [v.item() for v in jax.device_get(stopper_state)],
+        }
+        metrics = {k: float(v) for k, v in self._history.last().items() if isinstance(v, (int, float))}
+        self._write(self.store.save, epoch, _checkpoint_items(state, best_weights), meta, metrics)
+
+    # --- the end ------------------------------------------------------------------------------------------------
+
+    def finish(self, model, history: History) -> None:
+        """Final files: history table, plots, weights; waits for pending checkpoints."""
+        from dlfund.weights import save_weights
+
+        def final():
+            history.to_csv(self.run_dir / HISTORY_CSV)
+            history.save_plots(self.run_dir)
+            save_weights(self.run_dir / WEIGHTS_FILE, model)
+
+        try:
+            self._write(final)
+            self._write(self.store.wait)
+        finally:
+            self.close()
+
+    def close(self, *, quietly: bool = False) -> None:
+        """Releases the checkpoint manager and the TensorBoard writer (pending saves are finished first).
+
+        ``quietly``: when training already failed, a second error while closing is not raised.
+        """
+        try:
+            if self._writer is not None:
+                writer, self._writer = self._writer, None
+                writer.close()
+            if self.store is not None:
+                store, self.store = self.store, None
+                store.close()
+        except OSError as error:
+            if not quietly:
+                raise RunDirectoryError(f"could not finish writing the run folder {self.run_dir}: {error}") from error
+
+    def _write(self, fn, *args) -> Any:
+        try:
+            return fn(*args)
+        except OSError as error:
+            raise RunDirectoryError(f"could not write to the run folder {self.run_dir}: {error}") from error
+
+
+def _tag(column: str) -> str:
+    """History column -> TensorBoard tag: ``val_accuracy`` -> ``accuracy/val``, ``loss`` -> ``loss/train``."""
+    if column.startswith("val_"):
+        return f"{column.removeprefix('val_')}/val"
+    return f"{column}/train"
+
+
+def _rebuild(description: dict[str, Any], source: str):
+    from flax import nnx
+
+    from dlfund import models
+
+    cls = getattr(models, str(description.get("class")), None)
+    config = description.get("config")
+    if cls is None or not isinstance(cls, type) or config is None:
+        raise ValueError(
+            f"{source} holds a {description.get('class')!r}, which load_model cannot rebuild (it rebuilds dlfund's "
+            "own models from their recorded arguments); build the model yourself and call "
+            "dlfund.load_weights(path, model)"
+        )
+    if "activation" in config and config["activation"] is None:
+        raise ValueError(
+            f"{source}: the model was built with a custom activation function, which is not recorded; build it "
+            "yourself and call dlfund.load_weights(path, model)"
+        )
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    return cls(**config, rngs=nnx.Rngs(0))
+
+
+def load_model(path: str | os.PathLike):
+    """Rebuilds a trained model, in eval mode, from a run folder, a weights file or one checkpoint.
+
+    Args:
+      path: a run folder written by ``fit(..., run_dir=...)``/``dlfund train`` (its final weights, or its newest
+        usable checkpoint if the run never finished), a ``.safetensors``/``.npz`` weights file, or a checkpoint
+        directory ``RUN/checkpoints/<epoch>``.
+    Raises:
+      FileNotFoundError: nothing loadable at ``path``.
+      ValueError: a model dlfund cannot rebuild by itself, or weights that do not fit it (the message names the
+        first mismatching parameter path and both shapes).
+    """
+    from dlfund.weights import SUFFIXES, load_weights, read_header
+
+    path = Path(path)
+    if path.is_file() and path.suffix in SUFFIXES:
+        header = read_header(path)
+        model = _rebuild({"class": header.get("model"), "config": header.get("config")}, str(path))
+        load_weights(path, model)
+    elif (path / CONFIG_FILE).is_file():
+        description = json.loads((path / CONFIG_FILE).read_text()).get("model", {})
+        if (path / WEIGHTS_FILE).is_file():
+            return load_model(path / WEIGHTS_FILE)
+        model = _rebuild(description, str(path))
+        _load_checkpoint(model, path / CHECKPOINTS, None)
+    elif path.parent.name == CHECKPOINTS and (path.parent.parent / CONFIG_FILE).is_file():
+        description = json.loads((path.parent.parent / CONFIG_FILE).read_text()).get("model", {})
+        model = _rebuild(description, str(path))
+        _load_checkpoint(model, path.parent, int(path.name))
+    else:
+        raise FileNotFoundError(
+            f"nothing to load at {path}: expected a run folder (with {CONFIG_FILE}), a weights file "
+            f"({' or '.join(SUFFIXES)}) or a checkpoint directory RUN/{CHECKPOINTS}/<epoch>"
+        )
+    model.eval()
+    return model
+
+
+def _load_checkpoint(model, directory: Path, step: int | None) -> None:
+    from flax import nnx
+
+    from dlfund.checkpoint import CheckpointError
+
+    _, params, model_state = nnx.split(model, nnx.Param, ...)
+    targets = {"model": {"params": params, "model_state": model_state}}
+    with CheckpointStore(directory) as store:
+        if step is None:
+            found = store.restore_latest(targets)
+            if found is None:
+                raise FileNotFoundError(f"{directory} holds no usable checkpoint")
+            items = found[1]
+        else:
+            if step not in store.steps():
+                raise CheckpointError(f"{directory} has no checkpoint {step}; it has {store.steps()}")
+            items = store.restore(step, targets)[0]
+    nnx.update(model, items["model"]["params"], items["model"]["model_state"])

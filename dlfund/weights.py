@@ -1,0 +1,121 @@
+"""Model weights as safe, self-describing files, written atomically and loaded without pickle.
+
+Two formats, chosen by the file suffix:
+
+- ``.safetensors`` (the exchange format of the Hugging Face ecosystem): every variable under its path in the model
+  (``"dense/0/kernel"``), the header (format version, model class, constructor arguments) as JSON in the file's
+  metadata;
+- ``.npz`` (NumPy): the same arrays, the header as a JSON string array, read with ``allow_pickle=False``.
+
+Loading into a model of another shape fails with the first mismatching parameter path and both shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from dlfund import io as io_lib
+
+FORMAT_VERSION = 1
+_HEADER = "__dlfund__"
+SUFFIXES = (".safetensors", ".npz")
+
+
+def flat_arrays(model: nnx.Module) -> dict[str, np.ndarray]:
+    """Every variable of ``model`` (parameters, batch-norm statistics, ...) as host arrays keyed by path."""
+    flat = nnx.to_flat_state(nnx.state(model))
+    return {"/".join(str(k) for k in path): np.asarray(jax.device_get(var[...])) for path, var in flat}
+
+
+def _header(model: nnx.Module) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": type(model).__name__,
+        "config": dict(getattr(model, "config_items", ())),
+    }
+
+
+def _suffix(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix
+    if suffix not in SUFFIXES:
+        raise ValueError(f"weights files end in {' or '.join(SUFFIXES)}; got {os.fspath(path)!r}")
+    return suffix
+
+
+def save_weights(path: str | os.PathLike, model: nnx.Module) -> str:
+    """Writes every variable of ``model`` to ``path`` (.safetensors or .npz).
+
+    The write is atomic: an interrupted save leaves the previous file intact.
+    """
+    arrays = flat_arrays(model)
+    header = json.dumps(_header(model), default=str)
+    if _suffix(path) == ".safetensors":
+        from safetensors.numpy import save
+
+        data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={_HEADER: header})
+        io_lib.write_with(path, lambda f: f.write(data))
+    else:
+        arrays[_HEADER] = np.array(header)
+        io_lib.write_with(path, lambda f: np.savez(f, **arrays))
+    return os.fspath(path)
+
+
+def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    if _suffix(path) == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(os.fspath(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        return json.loads(metadata.get(_HEADER, "{}")), arrays
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return json.loads(str(arrays.pop(_HEADER, np.array("{}")))), arrays
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The header of a weights file: format version, model class, constructor arguments."""
+    return _read(path)[0]
+
+
+def load_weights(path: str | os.PathLike, model: nnx.Module) -> nnx.Module:
+    """Loads weights saved by :func:`save_weights` into ``model`` (in place) and returns it.
+
+    Raises:
+      ValueError: a newer format version, or parameters missing, unexpected or of another shape (the message
+        names the first mismatching path and both shapes).
+    """
+    header, stored = _read(path)
+    version = header.get("format_version", FORMAT_VERSION)
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written by a newer dlfund (weights format {version}; this one reads up to "
+            f"{FORMAT_VERSION}); upgrade dlfund to load it"
+        )
+    assign(model, stored, source=os.fspath(path))
+    return model
+
+
+def assign(model: nnx.Module, arrays: dict[str, Any], *, source: str) -> None:
+    """Sets ``model``'s variables from ``arrays`` keyed by path, after checking every name and shape."""
+    state = nnx.state(model)
+    expected = {"/".join(str(k) for k in p): v for p, v in nnx.to_flat_state(state)}
+    for name, var in expected.items():
+        if name not in arrays:
+            raise ValueError(f"{source} has no parameter {name!r} that the model needs (model: {type(model).__name__})")
+        want, got = tuple(var[...].shape), tuple(np.shape(arrays[name]))
+        if want != got:
+            raise ValueError(f"parameter {name!r}: the model has shape {want}, {source} has shape {got}")
+    unexpected = sorted(set(arrays) - set(expected))
+    if unexpected:
+        raise ValueError(f"{source} has parameters the model does not: {unexpected[:5]}")
+    for name, var in expected.items():
+        var[...] = np.asarray(arrays[name]).astype(var[...].dtype)
+    nnx.update(model, state)

@@ -1,0 +1,239 @@
+"""Run folders: exact resume, crashes, damaged checkpoints, TensorBoard, load_model, bad run folders."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+import dlfund
+from dlfund.checkpoint import CheckpointWarning
+from dlfund.models import MLP
+from dlfund.train import run as run_lib
+
+SETTINGS = dict(
+    epochs=6, batch_size=16, learning_rate=0.01, schedule="cosine", progress=False,
+    early_stopping=dlfund.EarlyStopping(patience=10),
+)  # fmt: skip
+
+
+def problem():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=2.0, size=(3, 4))
+    y = rng.integers(0, 3, size=200)
+    x = (centers[y] + rng.normal(size=(200, 4))).astype(np.float32)
+    return (x[:160], y[:160].astype(np.int32)), (x[160:], y[160:].astype(np.int32))
+
+
+def model():
+    return MLP(4, (16,), 3, dropout=0.2, rngs=nnx.Rngs(0))
+
+
+def run(run_dir=None, **kwargs):
+    train, val = problem()
+    return dlfund.fit(model(), train, validation_data=val, run_dir=run_dir, **{**SETTINGS, **kwargs})
+
+
+def params(result):
+    return [np.asarray(a) for a in jax.tree.leaves(nnx.state(result.model))]
+
+
+def assert_identical(a, b):
+    assert a.history == b.history
+    for x, y in zip(params(a), params(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(a.state.opt_state), jax.tree.leaves(b.state.opt_state), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    return run()
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_after(epoch):
+    def on_epoch_end(e, logs, state):
+        if e == epoch:
+            raise Interrupt
+
+    return dlfund.LambdaCallback(on_epoch_end=on_epoch_end)
+
+
+@pytest.mark.parametrize("boundary", [1, 3, 5])
+def test_resume_at_an_epoch_boundary_is_bit_identical(tmp_path, uninterrupted, boundary):
+    with pytest.raises(Interrupt):
+        run(tmp_path, callbacks=(interrupt_after(boundary),))
+    assert run_lib.History.from_csv(tmp_path / "history.csv")["epoch"].tolist() == list(range(1, boundary + 1))
+    resumed = run(tmp_path, resume=True)
+    assert_identical(resumed, uninterrupted)
+    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(1, 7))
+
+
+def test_resume_with_checkpoints_every_two_epochs_redoes_the_epochs_after_the_last(tmp_path, uninterrupted):
+    with pytest.raises(Interrupt):
+        run(tmp_path, checkpoint_every=2, callbacks=(interrupt_after(3),))
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 3  # epoch 3 logged, not checkpointed
+    resumed = run(tmp_path, resume=True, checkpoint_every=2)
+    assert_identical(resumed, uninterrupted)
+
+
+def test_resuming_a_finished_run_returns_it(tmp_path, uninterrupted):
+    run(tmp_path)
+    again = run(tmp_path, resume=True)
+    assert_identical(again, uninterrupted)
+
+
+def test_a_run_folder_of_another_configuration_is_refused(tmp_path):
+    run(tmp_path, epochs=2)
+    with pytest.raises(ValueError, match=r"different configuration.*differing keys: .*learning_rate") as info:
+        run(tmp_path, epochs=2, learning_rate=0.02, resume=True)
+    assert "new run_dir" in str(info.value)
+    with pytest.raises(ValueError, match="already holds a run; pass resume=True"):
+        run(tmp_path, epochs=2)
+
+
+def test_a_damaged_latest_checkpoint_is_skipped_on_resume(tmp_path, uninterrupted):
+    with pytest.raises(Interrupt):
+        run(tmp_path, callbacks=(interrupt_after(4),))
+    weights = max((p for p in (tmp_path / "checkpoints" / "4").rglob("*") if p.is_file()), key=os.path.getsize)
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    weights.write_bytes(bytes(data))
+    with pytest.warns(CheckpointWarning, match="checkpoint 4 .* damaged"):
+        resumed = run(tmp_path, resume=True)
+    assert_identical(resumed, uninterrupted)
+
+
+def test_a_full_disk_stops_the_run_but_returns_the_trained_state(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = run_lib.RunRecorder._log_row
+
+    def failing(self, row):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return original(self, row)
+
+    monkeypatch.setattr(run_lib.RunRecorder, "_log_row", failing)
+    with pytest.warns(RuntimeWarning, match="could not write to the run folder.*No space left"):
+        result = run(tmp_path)
+    assert "No space left" in result.stop_reason and "in memory" in result.stop_reason
+    assert len(result.history) == 3 and int(result.state.step) == 3 * 10
+    assert dlfund.evaluate(result.model, problem()[1])["accuracy"] > 0.3
+
+
+def test_tensorboard_event_files_hold_every_history_column(tmp_path):
+    from tensorboardX.proto import event_pb2
+
+    result = run(tmp_path, epochs=3)
+    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    data, values = events.read_bytes(), {}
+    while data:  # TFRecord framing: length (8), its CRC (4), the Event proto, its CRC (4)
+        (length,) = struct.unpack("<Q", data[:8])
+        event = event_pb2.Event.FromString(data[12 : 12 + length])
+        data = data[16 + length :]
+        for value in event.summary.value:
+            values.setdefault(value.tag, []).append((event.step, value.simple_value))
+    assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "learning_rate"} <= set(values)
+    np.testing.assert_allclose([v for _, v in values["loss/val"]], result.history["val_loss"], rtol=1e-6)
+    assert [s for s, _ in values["learning_rate"]] == [1, 2, 3]
+
+
+def test_load_model_round_trips_from_run_folder_weights_and_checkpoint(tmp_path):
+    result = run(tmp_path, epochs=3)
+    x = problem()[1][0]
+    expected = dlfund.predict(result.model, x)
+    for source in (tmp_path, tmp_path / "weights.safetensors", tmp_path / "checkpoints" / "3"):
+        np.testing.assert_array_equal(dlfund.predict(dlfund.load_model(source), x), expected)
+    os.remove(tmp_path / "weights.safetensors")  # a run that never finished: its newest checkpoint
+    np.testing.assert_array_equal(dlfund.predict(dlfund.load_model(tmp_path), x), expected)
+    with pytest.raises(FileNotFoundError, match="nothing to load"):
+        dlfund.load_model(tmp_path / "nowhere")
+
+
+def test_loading_into_another_shape_names_the_parameter(tmp_path):
+    result = run(tmp_path, epochs=1)
+    other = MLP(4, (8,), 3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"parameter 'dense/0/bias': the model has shape \(8,\).*\(16,\)"):
+        dlfund.load_weights(tmp_path / "weights.safetensors", other)
+    del result
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time, os, signal
+    import numpy as np
+    from flax import nnx
+    import dlfund
+    sys.path.insert(0, {tests!r})
+    from test_run import problem, model, SETTINGS
+    mode, run_dir = sys.argv[1], sys.argv[2]
+    callbacks = ()
+    if mode == "slow":  # slow enough for the parent to kill it mid-run
+        callbacks = (dlfund.LambdaCallback(on_epoch_end=lambda e, logs, s: time.sleep(0.4)),)
+    if mode == "kill-during-save":
+        from dlfund.checkpoint import CheckpointStore
+        original = CheckpointStore.save
+        def save(self, step, *args, **kwargs):
+            original(self, step, *args, **kwargs)  # Orbax is still writing in the background...
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGKILL)  # ...when the process dies
+        CheckpointStore.save = save
+    train, val = problem()
+    dlfund.fit(model(), train, validation_data=val, run_dir=run_dir, callbacks=callbacks, **SETTINGS)
+    """
+)
+
+
+def _start(mode, run_dir):
+    script = SCRIPT.format(tests=os.path.dirname(__file__))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.Popen([sys.executable, "-c", script, mode, str(run_dir)], env=env, stderr=subprocess.PIPE)
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path, uninterrupted):
+    process = _start("slow", tmp_path)
+    deadline = time.time() + 120
+    while not (tmp_path / "checkpoints" / "3").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (tmp_path / "weights.safetensors").exists()  # it really died mid-run
+    assert_identical(run(tmp_path, resume=True), uninterrupted)
+
+
+def test_a_kill_in_the_middle_of_a_save_keeps_the_previous_checkpoint(tmp_path, uninterrupted):
+    process = _start("kill-during-save", tmp_path)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    with warnings_allowed():
+        resumed = run(tmp_path, resume=True)
+    assert_identical(resumed, uninterrupted)
+
+
+class warnings_allowed:
+    """The interrupted save may or may not have left a temporary folder (and a warning): both are fine here."""
+
+    def __enter__(self):
+        import warnings
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("ignore", CheckpointWarning)
+
+    def __exit__(self, *exc):
+        return self._catch.__exit__(*exc)
