@@ -60,3 +60,31 @@ def test_repr_shows_a_table(history):
     text = repr(history)
     assert text.startswith("History(4 epochs)") and "val_accuracy" in text
     assert repr(History()) == "History(empty)"
+
+
+def test_live_plot_updates_one_image_per_epoch(monkeypatch):
+    import IPython.display
+    from flax import nnx
+
+    import dlfund
+
+    shown = []
+
+    class Handle:
+        def update(self, image):
+            shown.append(image)
+
+    def display(image, display_id=False):
+        shown.append(image)
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 3)).astype(np.float32), rng.integers(0, 2, 64)
+    live = dlfund.LivePlot(every=2)
+    model = dlfund.models.MLP(3, (4,), 2, rngs=nnx.Rngs(0))
+    dlfund.fit(model, (x, y), epochs=4, batch_size=16, callbacks=(live,), progress=False)
+    assert len(shown) == 3  # epochs 2 and 4, and once more at the end
+    assert all(isinstance(image, IPython.display.Image) and image.data[:4] == b"\x89PNG" for image in shown)
+    with pytest.raises(ValueError, match="every"):
+        dlfund.LivePlot(every=0)

@@ -1,6 +1,6 @@
 """Training: the state, the compiled steps, the epoch strategies, and the ``fit`` loop on top of them."""
 
-from dlfund.train.callbacks import Callback, LambdaCallback
+from dlfund.train.callbacks import Callback, LambdaCallback, LivePlot
 from dlfund.train.early_stopping import EarlyStopping, EarlyStoppingState
 from dlfund.train.evaluation import evaluate, evaluate_arrays, predict
 from dlfund.train.execution import EpochResult, choose_strategy, loop_epoch, scan_epoch
@@ -15,6 +15,7 @@ __all__ = [
     "EpochResult",
     "FitResult",
     "LambdaCallback",
+    "LivePlot",
     "NonFiniteLossWarning",
     "Objective",
     "StepOutputs",

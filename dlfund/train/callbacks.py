@@ -45,3 +45,51 @@ class LambdaCallback(Callback):
     def on_train_end(self, result):
         if self._end:
             self._end(result)
+
+
+class LivePlot(Callback):
+    """Redraws the loss and metric curves in a Jupyter notebook as training goes (one image, updated in place).
+
+    Args:
+      metrics: metric curves to draw beside the loss (default: every metric in the history).
+      every: redraw every this many epochs (drawing costs ~0.1 s; raise it for many short epochs).
+    """
+
+    def __init__(self, metrics: tuple[str, ...] | None = None, every: int = 1):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        self.metrics, self.every = metrics, every
+        self._handle = None
+        self.history = None
+
+    def on_train_begin(self, config: dict[str, Any]) -> None:
+        from dlfund.history import History
+
+        self.history = History()
+        self._handle = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], state: Any) -> None:
+        self.history.append(logs)
+        if epoch % self.every == 0:
+            self._draw()
+
+    def on_train_end(self, result: Any) -> None:
+        self.history = result.history  # a resumed run's history starts before this call's first epoch
+        self._draw()
+
+    def _draw(self) -> None:
+        import io
+
+        from IPython.display import Image, display
+
+        from dlfund.plotting import history_figure
+
+        if not len(self.history):
+            return
+        buffer = io.BytesIO()
+        history_figure(self.history, metrics=self.metrics).savefig(buffer, format="png", dpi=90)
+        image = Image(data=buffer.getvalue(), format="png")
+        if self._handle is None:
+            self._handle = display(image, display_id=True)
+        else:
+            self._handle.update(image)
