@@ -90,6 +90,7 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
         loss=config.loss,
         label_smoothing=config.label_smoothing or None,
         regularizers=(f"l2:{config.l2}",) if config.l2 else (),
+        augment=config.augment,
         schedule=config.schedule,
         clip_norm=config.clip_norm,
         execution=config.execution,

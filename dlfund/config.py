@@ -37,6 +37,7 @@ class TrainConfig:
     hidden: tuple[int, ...] = _field((128,), "hidden-layer widths, e.g. --hidden 256 128", nargs="+")
     dropout: float = _field(0.0, "dropout rate of the hidden layers, in [0, 1)")
     batch_norm: bool = _field(False, "batch normalization in the hidden layers")
+    augment: tuple[str, ...] = _field((), "on-device augmentations of training images, e.g. --augment crop:4 flip")
     patience: int = _field(10, "early-stopping patience in epochs on val_loss; 0 disables early stopping")
     seed: int = _field(0, "seed for initialization, data order and dropout")
     val_fraction: float = _field(0.1, "fraction of the training split held out for validation")
@@ -73,6 +74,9 @@ class TrainConfig:
             ]
             raise ValueError(f"unknown config keys: {'; '.join(hints)}. Known keys: {', '.join(known)}")
         values = dict(values)
+        if "augment" in values:
+            augment = values["augment"]
+            values["augment"] = (augment,) if isinstance(augment, str) else tuple(augment)
         if "hidden" in values:
             hidden = values["hidden"]
             values["hidden"] = (hidden,) if isinstance(hidden, int) else tuple(hidden)

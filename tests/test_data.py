@@ -162,7 +162,19 @@ def test_same_seed_same_arrays_other_seed_other_val_same_test(prepared_dir):
 
 
 def test_registry_lists_the_datasets():
-    assert DATASETS.names() == ["breast_cancer", "digits"]
+    assert DATASETS.names() == [
+        "breast_cancer",
+        "cifar10",
+        "cifar100",
+        "digits",
+        "digits_rows",
+        "fashion_mnist",
+        "iris",
+        "kmnist",
+        "mnist",
+        "sines",
+        "wine",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -184,7 +196,7 @@ def test_breast_cancer_positive_class_is_malignant(prepared_dir):
 
 
 def test_unknown_name_lists_known_names_before_touching_disk(tmp_path):
-    with pytest.raises(ValueError, match="Known datasets: breast_cancer, digits") as error:
+    with pytest.raises(ValueError, match="Known datasets: breast_cancer, cifar10, cifar100, digits, ") as error:
         load("digit", data_dir=tmp_path)
     assert "Did you mean 'digits'" in str(error.value)
     assert list(tmp_path.iterdir()) == []
@@ -345,7 +357,23 @@ def test_builders_are_tfds_datasets_readable_without_tensorflow(prepared_dir):
 
 
 def test_public_api():
-    assert set(dlfund.data.__all__) == {"load", "Dataset", "Normalization", "DATASETS"}
+    assert set(dlfund.data.__all__) == {
+        "augment",
+        "load",
+        "open_splits",
+        "from_arrays",
+        "image_folder",
+        "persistence_mse",
+        "Dataset",
+        "Normalization",
+        "SplitReader",
+        "SplitReaders",
+        "DATASETS",
+        "DatasetNotPreparedError",
+        "CorruptDatasetError",
+    }
+    for name in dlfund.data.__all__:
+        assert getattr(dlfund.data, name).__doc__, name
 
 
 @settings(max_examples=60, deadline=None)

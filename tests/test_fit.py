@@ -261,3 +261,24 @@ def test_no_warning_on_a_normal_run(blobs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         quiet_fit(small_mlp(), blobs[0], epochs=1)
+
+
+def test_augmentation_runs_inside_the_step_is_seeded_and_validated():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8, 8, 1)).astype(np.float32)
+    y = (x[:, :4].mean(axis=(1, 2, 3)) > 0).astype(np.int32)
+
+    def go(**kwargs):
+        model = MLP(64, (16,), 2, rngs=nnx.Rngs(0))
+        return quiet_fit(model, (x, y), **kwargs)
+
+    plain = go()
+    augmented = [go(augment=("crop:2", "flip")) for _ in range(2)]
+    assert augmented[0].history == augmented[1].history  # same seed, same augmentation draws
+    assert augmented[0].history != plain.history
+    assert augmented[0].config["augment"] == ["crop:2", "flip:0.5"]
+    assert go(augment=("noise:0",)).history == plain.history  # identity at zero strength
+    with pytest.raises(ValueError, match="Known augmentations"):
+        go(augment=("flipp",))
+    with pytest.raises(ValueError, match=r"needs images \[B, H, W, C\]"):
+        quiet_fit(MLP(64, (16,), 2, rngs=nnx.Rngs(0)), (x.reshape(96, -1), y), augment=("flip",))

@@ -121,9 +121,9 @@ def test_batch_norm_statistics_thread_through_the_step():
 def test_scan_and_loop_strategies_compute_the_same_epoch():
     metrics = (dlfund.metrics.get_metric("loss", 3), dlfund.metrics.get_metric("accuracy", 3))
     results = {}
-    for name, run in execution.STRATEGIES.items():
+    for name, run in (("scan", execution.scan_epoch), ("loop", execution.loop_epoch)):
         _, state = make_state()
-        results[name] = run(state, X, Y, jax.random.key(5), batch_size=4, metrics=metrics)
+        results[name] = run(state, (X, Y), jax.random.key(5), batch_size=4, metrics=metrics)
     scan, loop = results["scan"], results["loop"]
     leaves_close(scan.state.params, loop.state.params, rtol=1e-5, atol=1e-6)
     assert set(loop.measurements) == {*scan.measurements, "grad_norm"}  # the fast path skips the gradient norm
@@ -151,9 +151,9 @@ def test_a_failed_scan_epoch_is_replayed_up_to_the_bad_step():
     metrics = (dlfund.metrics.get_metric("loss", 3), dlfund.metrics.get_metric("accuracy", 3))
     x = X.at[9].set(jnp.inf)
     results = {}
-    for name, run in execution.STRATEGIES.items():
+    for name, run in (("scan", execution.scan_epoch), ("loop", execution.loop_epoch)):
         _, state = make_state()
-        results[name] = run(state, x, Y, jax.random.key(5), batch_size=4, metrics=metrics)
+        results[name] = run(state, (x, Y), jax.random.key(5), batch_size=4, metrics=metrics)
     scan, loop = results["scan"], results["loop"]
     assert bool(scan.halted) and bool(loop.halted)
     assert int(scan.state.step) == int(loop.state.step) < 4

@@ -12,6 +12,10 @@ import hashlib
 
 import numpy as np
 
+TEST_SEED = 8020
+"""Seed of every fixed train/test split (the bundled datasets', ``from_arrays``'s): never a caller's seed, so
+that runs with different seeds are evaluated on the same test examples."""
+
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Splits positions ``0..N-1`` into kept and held-out parts, each with the class mix of ``labels``.

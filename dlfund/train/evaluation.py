@@ -58,6 +58,37 @@ def evaluate_arrays(state: TrainState, x: jax.Array, y: jax.Array, *, batch_size
     return tuple(m.compute(s) for m, s in zip(metrics, metric_states))
 
 
+@functools.partial(jax.jit, static_argnames=("metrics",), donate_argnums=1)
+def _eval_update(state: TrainState, metric_states, x, y, mask, *, metrics: tuple[Any, ...]):
+    loss = state.objective.loss
+    outputs, _ = state.apply(x, train=False)
+    per_example = loss(outputs, y)
+    predictions = loss.predict(outputs) if loss.is_classification else None
+    return tuple(
+        m.update(s, labels=y, predictions=predictions, losses=per_example, mask=mask)
+        for m, s in zip(metrics, metric_states)
+    )
+
+
+def evaluate_source(state: TrainState, data, *, batch_size: int, metrics: tuple[Any, ...]):
+    """Metric values over a split that stays on the host (a ``StreamData``), read in order by a background thread.
+
+    The last batch is padded to ``batch_size`` and masked, so every example counts once and one program serves
+    every batch. Returns a tuple with one computed value per metric, like :func:`evaluate_arrays`.
+    """
+    from dlfund.train.sources import Prefetcher
+
+    n = len(data.source)
+    steps = math.ceil(n / batch_size)
+    order = np.minimum(np.arange(steps * batch_size).reshape(steps, batch_size), n - 1)
+    mask = (np.arange(steps * batch_size) < n).reshape(steps, batch_size).astype(np.float32)
+    metric_states = tuple(m.init() for m in metrics)
+    with Prefetcher(data.source, order, data.prepare) as batches:
+        for i, (x, y) in enumerate(batches):
+            metric_states = _eval_update(state, metric_states, x, y, mask[i], metrics=metrics)
+    return tuple(m.compute(s) for m, s in zip(metrics, metric_states))
+
+
 @functools.partial(jax.jit, static_argnames=("batch_size",))
 def _predict_arrays(state: TrainState, x: jax.Array, *, batch_size: int) -> jax.Array:
     n = x.shape[0]

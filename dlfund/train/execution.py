@@ -1,12 +1,17 @@
 """How an epoch is executed: the whole epoch as one ``lax.scan``, or one compiled step per batch.
 
-Both strategies run the same guarded step (:func:`guarded_step`) over the same on-device data and batch order, so
-they compute the same thing; they differ only in how XLA sees the loop:
+The strategies run the same step over the same batch order, so they compute the same thing; they differ only in
+how XLA sees the loop and where the batches come from:
 
 - ``"scan"``: one XLA program per epoch (a ``while`` loop over batches). No per-step dispatch from Python; the
   fastest path measured on CPU for dense models.
 - ``"loop"``: one compiled step per batch, called from Python. Measured on XLA:CPU, the backward convolutions of a
   CNN inside a ``while`` body stay on a slow path (about 8x slower), so convolutional models on CPU use this.
+- ``"stream"``: one compiled step per batch, the batches read on the host by a background thread (data that does
+  not fit on the device; see :mod:`dlfund.train.sources`).
+
+Every strategy is called as ``run(state, data, order_key, *, batch_size, metrics)``: ``data`` is ``(x, y)`` device
+arrays for scan and loop, a :class:`StreamData` for stream.
 
 ``choose_strategy`` picks one per backend and model; ``dlfund.fit(..., execution=...)`` overrides it.
 
@@ -136,7 +141,7 @@ _scan_epoch_guarded = jax.jit(
 )
 
 
-def scan_epoch(state, x, y, order_key, *, batch_size: int, metrics: tuple[Any, ...]) -> EpochResult:
+def scan_epoch(state, data, order_key, *, batch_size: int, metrics: tuple[Any, ...]) -> EpochResult:
     """The whole epoch in one compiled program.
 
     The program applies every step unconditionally: guarding each step against NaN (a select over the whole state)
@@ -144,6 +149,7 @@ def scan_epoch(state, x, y, order_key, *, batch_size: int, metrics: tuple[Any, .
     replayed from its starting state with the guarded step, which stops exactly before the bad step (same data
     order, same keys, so the same numbers up to there). ``state`` is not donated; do not reuse it after a replay.
     """
+    x, y = data
     result = _scan_epoch_fast(state, x, y, order_key, batch_size=batch_size, metrics=metrics)
     if bool(result.halted):
         result = _scan_epoch_guarded(state, x, y, order_key, batch_size=batch_size, metrics=metrics)
@@ -164,31 +170,81 @@ def _compute(metric_states, *, metrics: tuple[Any, ...]):
     return tuple(m.compute(s) for m, s in zip(metrics, metric_states))
 
 
-def loop_epoch(state, x, y, order_key, *, batch_size: int, metrics: tuple[Any, ...]) -> EpochResult:
+def _finish(carry, measurements, metrics) -> EpochResult:
+    state, metric_states, halted = carry
+    stacked = {k: jnp.stack([m[k] for m in measurements]) for k in measurements[0]}
+    return EpochResult(state, _compute(metric_states, metrics=metrics), stacked, halted)
+
+
+def loop_epoch(state, data, order_key, *, batch_size: int, metrics: tuple[Any, ...]) -> EpochResult:
     """One compiled step per batch, dispatched from Python. ``state`` is donated."""
+    x, y = data
     order = _order(order_key, x.shape[0], batch_size)
     carry = _initial_carry(state, metrics)
     measurements = []
     for i in range(order.shape[0]):
         carry, m = _loop_step(carry, x, y, order, np.int32(i), metrics=metrics)
         measurements.append(m)
-    state, metric_states, halted = carry
-    stacked = {k: jnp.stack([m[k] for m in measurements]) for k in measurements[0]}
-    return EpochResult(state, _compute(metric_states, metrics=metrics), stacked, halted)
+    return _finish(carry, measurements, metrics)
 
 
-STRATEGIES: dict[str, Callable[..., EpochResult]] = {"scan": scan_epoch, "loop": loop_epoch}
+class StreamData(NamedTuple):
+    """Training data left on the host: the source and the check applied to each batch as it is read.
+
+    Attributes:
+      source: a :class:`dlfund.train.sources.HostSource` (``len`` and ``read(indices) -> (x, y)``).
+      prepare: ``(x, y) -> (x, y)`` host batch -> checked arrays; raises ValueError on bad data.
+    """
+
+    source: Any
+    prepare: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@functools.partial(jax.jit, static_argnames=("metrics",), donate_argnums=0)
+def _batch_step(carry, x, y, *, metrics: tuple[Any, ...]):
+    return guarded_step(metrics, carry, (x, y))
+
+
+def stream_epoch(state, data: StreamData, order_key, *, batch_size: int, metrics: tuple[Any, ...]) -> EpochResult:
+    """One compiled step per batch, each batch read and transferred by a background thread. ``state`` is donated.
+
+    The batch order is the device strategies' (the same permutation of the same key), so for the same seed the
+    result equals theirs.
+    """
+    from dlfund.train.sources import Prefetcher
+
+    order = np.asarray(_order(order_key, len(data.source), batch_size))
+    carry = _initial_carry(state, metrics)
+    measurements = []
+    with Prefetcher(data.source, order, data.prepare) as batches:
+        for x, y in batches:
+            carry, m = _batch_step(carry, x, y, metrics=metrics)
+            measurements.append(m)
+    return _finish(carry, measurements, metrics)
+
+
+STRATEGIES: dict[str, Callable[..., EpochResult]] = {"scan": scan_epoch, "loop": loop_epoch, "stream": stream_epoch}
 
 
 def _has_convolution(model: nnx.Module) -> bool:
     return any(isinstance(m, (nnx.Conv, nnx.ConvTranspose)) for _, m in nnx.iter_modules(model))
 
 
-def choose_strategy(model: nnx.Module, requested: str = "auto") -> str:
-    """The execution strategy for this model on this backend (or ``requested`` if it is not "auto")."""
+def choose_strategy(model: nnx.Module, requested: str = "auto", *, placement: str = "device") -> str:
+    """The execution strategy for this model on this backend (or ``requested`` if it is not "auto").
+
+    Streamed data (``placement="stream"``) always runs the stream strategy.
+    """
+    if requested not in ("auto", "scan", "loop"):
+        raise ValueError(f"Unknown execution {requested!r}. Known: auto, scan, loop.")
+    if placement == "stream":
+        if requested != "auto":
+            raise ValueError(
+                f"execution={requested!r} needs the training data on the device, but it is streamed from the host; "
+                "use execution='auto' or data_placement='device'"
+            )
+        return "stream"
     if requested != "auto":
-        if requested not in STRATEGIES:
-            raise ValueError(f"Unknown execution {requested!r}. Known: auto, {', '.join(STRATEGIES)}.")
         return requested
     if jax.default_backend() == "cpu" and _has_convolution(model):
         return "loop"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 import warnings
@@ -19,11 +20,17 @@ from dlfund import losses as losses_lib
 from dlfund import metrics as metrics_lib
 from dlfund import optimizers as optimizers_lib
 from dlfund.history import History
-from dlfund.train import checks
+from dlfund.train import checks, sources
 from dlfund.train.callbacks import Callback
 from dlfund.train.early_stopping import EarlyStopping
-from dlfund.train.evaluation import EVAL_BATCH_SIZE, classes_from_outputs, evaluate_arrays, output_shape
-from dlfund.train.execution import STRATEGIES, choose_strategy
+from dlfund.train.evaluation import (
+    EVAL_BATCH_SIZE,
+    classes_from_outputs,
+    evaluate_arrays,
+    evaluate_source,
+    output_shape,
+)
+from dlfund.train.execution import STRATEGIES, StreamData, choose_strategy
 from dlfund.train.run import RunDirectoryError, RunRecorder, describe_model
 from dlfund.train.state import TrainState, create_train_state
 
@@ -62,13 +69,61 @@ class FitResult:
 
 
 def _split_data(data: Any, validation_data: Any) -> tuple[Any, Any, int | None]:
-    """(train pair, validation pair or None, dataset num_classes or None)."""
-    if hasattr(data, "train") and hasattr(data, "num_classes"):  # a dlfund.data.Dataset
+    """(train split, validation split or None, dataset num_classes or None); a split is a pair or a reader."""
+    if hasattr(data, "train") and hasattr(data, "num_classes"):  # a Dataset, or SplitReaders from open_splits
         val = validation_data if validation_data is not None else getattr(data, "val", None)
-        if val is not None and len(val[0]) == 0:  # a Dataset loaded with val_fraction=0
+        if val is not None and _num_examples(val) == 0:  # loaded with val_fraction=0
             val = None
         return data.train, val, data.num_classes
     return data, validation_data, None
+
+
+def _num_examples(split: Any) -> int:
+    return len(split) if sources.is_host_source(split) else len(split[0])
+
+
+@dataclasses.dataclass
+class _Split:
+    """One split as given: checked arrays in memory, or a lazy reader whose batches are checked as they are read."""
+
+    name: str
+    arrays: tuple[np.ndarray, np.ndarray] | None = None
+    reader: Any = None
+
+    @classmethod
+    def of(cls, name: str, split: Any) -> _Split:
+        if sources.is_host_source(split):
+            if len(split) == 0:
+                raise ValueError(f"the {name} split is empty: there is nothing to train or evaluate on")
+            return cls(name, reader=split)
+        return cls(name, arrays=checks.as_split(name, split))
+
+    def __len__(self) -> int:
+        return len(self.arrays[0]) if self.arrays is not None else len(self.reader)
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return tuple(self.arrays[0].shape[1:]) if self.arrays is not None else tuple(self.reader.input_shape)
+
+    def place(self, placement: str, loss, num_classes):
+        """Device arrays ``(x, y)`` for ``placement="device"``; a ``StreamData`` for ``"stream"``."""
+        if placement == "device":
+            x, y = self.arrays if self.arrays is not None else checks.as_split(self.name, self.reader.read(None))
+            return jax.device_put(x), jax.device_put(checks.check_targets(self.name, y, loss, num_classes))
+        if self.arrays is not None:
+            x, y = self.arrays
+            source = sources.ArraySource(x, checks.check_targets(self.name, y, loss, num_classes))
+        else:
+            source = self.reader
+        return StreamData(source, functools.partial(_check_batch, self.name, loss, num_classes))
+
+
+def _check_batch(name: str, loss, num_classes, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A streamed batch as the step needs it, with the checks that in-memory data gets before training."""
+    x = np.asarray(x, np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(f"the {name} inputs contain NaN/Inf values (found in a streamed batch); clean the data")
+    return x, checks.check_targets(name, y, loss, num_classes)
 
 
 def _resolve_metrics(names: Sequence[Any], num_classes: int | None) -> tuple[Any, ...]:
@@ -107,12 +162,14 @@ def fit(
     optimizer_options: dict[str, Any] | None = None,
     schedule_options: dict[str, Any] | None = None,
     execution: str = "auto",
+    data_placement: str = "auto",
     run_dir: str | os.PathLike | None = None,
     resume: bool = False,
     checkpoint_every: int = 1,
     keep_checkpoints: int = 3,
     tensorboard: bool = True,
     run_info: dict[str, Any] | None = None,
+    augment: Any = None,
 ) -> FitResult:
     """Trains ``model`` on ``data``; everything is validated before anything compiles.
 
@@ -122,7 +179,9 @@ def fit(
 
     Args:
       model: a Flax NNX module, e.g. ``dlfund.models.MLP(64, (128,), 10, rngs=nnx.Rngs(0))``.
-      data: a :class:`dlfund.data.Dataset` (its train split, validated on its val split) or an ``(x, y)`` pair.
+      data: a :class:`dlfund.data.Dataset` (its train split, validated on its val split), the lazy
+        :class:`dlfund.data.SplitReaders` of ``dlfund.data.open_splits`` (read into memory or streamed, see
+        ``data_placement``), or an ``(x, y)`` pair.
       optimizer: sgd, momentum, nesterov, rmsprop, adam, adamw, adagrad, an ``Optimizer`` or an Optax
         transformation.
       learning_rate: peak learning rate, > 0.
@@ -143,6 +202,9 @@ def fit(
       clip_norm: clip the global gradient norm (None: off).
       optimizer_options / schedule_options: extra keyword arguments for the Optax optimizer / the schedule.
       execution: "auto" (measured best per backend and model), "scan" or "loop".
+      data_placement: "auto" (on the device if the training set takes at most 25% of its memory, else streamed
+        from the host by a background thread), "device" or "stream"; the choice is logged (logger "dlfund") and
+        recorded in the result's config.
       run_dir: write a run folder there (config, history, TensorBoard, checkpoints, plots, weights; see
         :mod:`dlfund.train.run`). None: nothing is written.
       resume: continue the run in ``run_dir`` from its newest usable checkpoint (same configuration required);
@@ -152,6 +214,9 @@ def fit(
         stopping's, else ``val_loss``, else ``loss``) is kept as well.
       tensorboard: with ``run_dir``, write TensorBoard event files.
       run_info: more JSON-friendly information to record in ``config.json`` (the CLI records its options).
+      augment: on-device augmentation of training images, e.g. ``("crop:4", "flip")`` (see
+        :func:`dlfund.data.augment.compose`); applied inside the compiled step with its own key, never in
+        evaluation. Needs image inputs [N, H, W, C].
     Returns:
       a :class:`FitResult`.
     """
@@ -163,16 +228,15 @@ def fit(
     if isinstance(optimizer, str):
         learning_rate = checks.check_learning_rate(learning_rate)
     train_split, val_split, dataset_classes = _split_data(data, validation_data)
-    x_train, y_train = checks.as_split("train", train_split)
-    val_arrays = checks.as_split("validation", val_split) if val_split is not None else None
-    checks.check_model_input(model, x_train.shape[1:])
-    if val_arrays is not None and val_arrays[0].shape[1:] != x_train.shape[1:]:
-        raise ValueError(
-            f"validation examples have shape {val_arrays[0].shape[1:]}, training examples {x_train.shape[1:]}"
-        )
+    train_data = _Split.of("train", train_split)
+    val_data = _Split.of("validation", val_split) if val_split is not None else None
+    example_shape = train_data.example_shape
+    checks.check_model_input(model, example_shape)
+    if val_data is not None and val_data.example_shape != example_shape:
+        raise ValueError(f"validation examples have shape {val_data.example_shape}, training examples {example_shape}")
 
-    batch_size = checks.effective_batch_size(batch_size, len(x_train))
-    steps_per_epoch = len(x_train) // batch_size
+    batch_size = checks.effective_batch_size(batch_size, len(train_data))
+    steps_per_epoch = len(train_data) // batch_size
     opt = optimizers_lib.get(
         optimizer,
         learning_rate=learning_rate,
@@ -192,27 +256,28 @@ def fit(
             label_smoothing=label_smoothing,
         ),
         regularizers=tuple(regularizers),
+        augment=augment,
         key=jax.random.fold_in(root, _STATE_STREAM),
     )
+    if state.augment is not None:
+        state.augment.validate(example_shape)
     objective_loss = state.objective.loss
-    num_classes = classes_from_outputs(objective_loss, output_shape(state, x_train.shape[1:]))
+    num_classes = classes_from_outputs(objective_loss, output_shape(state, example_shape))
     binary_ok = num_classes == 2 and dataset_classes is not None and dataset_classes <= 2
     if dataset_classes is not None and num_classes not in (None, dataset_classes) and not binary_ok:
         raise ValueError(
             f"the model distinguishes {num_classes} classes (its output shape) but the dataset has "
             f"{dataset_classes}; build the model with num_classes={dataset_classes}"
         )
-    y_train = checks.check_targets("train", y_train, objective_loss, num_classes)
-    if val_arrays is not None:
-        val_arrays = (
-            val_arrays[0],
-            checks.check_targets("validation", val_arrays[1], objective_loss, num_classes),
-        )
+    for split in (train_data, val_data):
+        if split is not None and split.arrays is not None:  # readers' labels are checked batch by batch
+            checks.check_targets(split.name, split.arrays[1], objective_loss, num_classes)
+    placement, _ = sources.choose_placement(sources.data_bytes(len(train_data), example_shape), data_placement)
     if metrics is None:
         metrics = ("accuracy",) if num_classes is not None else ()
     train_metrics = _resolve_metrics(metrics, num_classes)
     columns = [m.name for m in train_metrics]
-    if val_arrays is not None:
+    if val_data is not None:
         columns += [f"val_{c}" for c in columns]
     if early_stopping is not None and early_stopping.monitor not in columns:
         hint = " (pass validation_data)" if early_stopping.monitor.startswith("val_") else ""
@@ -220,7 +285,7 @@ def fit(
             f"early stopping monitors {early_stopping.monitor!r}, which this run does not record{hint}; "
             f"recorded: {', '.join(columns)}"
         )
-    strategy = choose_strategy(model, execution)
+    strategy = choose_strategy(model, execution, placement=placement)
     config = {
         "optimizer": opt.describe(),
         "loss": objective_loss.describe(),
@@ -231,13 +296,15 @@ def fit(
         "seed": seed,
         "metrics": [m.name for m in train_metrics],
         "execution": strategy,
-        "num_train": len(x_train),
-        "num_val": 0 if val_arrays is None else len(val_arrays[0]),
+        "num_train": len(train_data),
+        "num_val": 0 if val_data is None else len(val_data),
+        "data_placement": placement,
         "early_stopping": None if early_stopping is None else dataclasses.asdict(early_stopping),
+        "augment": [] if state.augment is None else state.augment.describe(),
     }
     recorder = None
     if run_dir is not None:
-        monitor = early_stopping.monitor if early_stopping else ("val_loss" if val_arrays is not None else "loss")
+        monitor = early_stopping.monitor if early_stopping else ("val_loss" if val_data is not None else "loss")
         mode = "max" if early_stopping is not None and early_stopping.maximize else "min"
         recorder = RunRecorder(
             run_dir,
@@ -256,8 +323,8 @@ def fit(
     return _train(
         model=model,
         state=state,
-        train=(jax.device_put(x_train), jax.device_put(y_train)),
-        val=None if val_arrays is None else tuple(jax.device_put(a) for a in val_arrays),
+        train=train_data.place(placement, objective_loss, num_classes),
+        val=None if val_data is None else val_data.place(placement, objective_loss, num_classes),
         order_root=jax.random.fold_in(root, _ORDER_STREAM),
         epochs=epochs,
         batch_size=batch_size,
@@ -312,7 +379,11 @@ def _train(
     except RunDirectoryError as error:
         raise RunDirectoryError(f"{error}. Nothing was trained.") from error
     epoch_seconds = []
-    val_batch = None if val is None else min(EVAL_BATCH_SIZE, val[0].shape[0])
+    if isinstance(val, StreamData):
+        evaluate_val = functools.partial(evaluate_source, data=val, batch_size=EVAL_BATCH_SIZE, metrics=metrics)
+    elif val is not None:
+        val_batch = min(EVAL_BATCH_SIZE, val[0].shape[0])
+        evaluate_val = functools.partial(evaluate_arrays, x=val[0], y=val[1], batch_size=val_batch, metrics=metrics)
     bar = tqdm(
         range(first_epoch, epochs + 1), desc="fit", unit="epoch", disable=not progress, leave=True,
         initial=first_epoch - 1, total=epochs,
@@ -321,7 +392,7 @@ def _train(
         for epoch in bar:
             start = time.perf_counter()
             result = run_epoch(
-                state, *train, jax.random.fold_in(order_root, epoch), batch_size=batch_size, metrics=metrics
+                state, train, jax.random.fold_in(order_root, epoch), batch_size=batch_size, metrics=metrics
             )
             state = result.state
             values, measurements, halted = jax.device_get((result.metrics, result.measurements, result.halted))
@@ -335,7 +406,7 @@ def _train(
             row: dict[str, Any] = {"epoch": epoch}
             row.update({m.name: float(v) for m, v in zip(metrics, values)})
             if val is not None:
-                val_values = jax.device_get(evaluate_arrays(state, *val, batch_size=val_batch, metrics=metrics))
+                val_values = jax.device_get(evaluate_val(state))
                 row.update({f"val_{m.name}": float(v) for m, v in zip(metrics, val_values)})
             row["learning_rate"] = float(measurements["learning_rate"][-1])
             history.append(row)

@@ -45,6 +45,8 @@ class TrainState:
       step: int32 scalar, the number of optimizer steps taken.
       key: PRNG key; the step's dropout key is ``fold_in(key, step)``, so it never needs to be split or stored.
       graphdef, optimizer, objective, call_takes_rngs: static configuration (not arrays).
+      augment: an on-device augmentation (:mod:`dlfund.data.augment`) applied to training batches inside the step,
+        or None.
     """
 
     params: nnx.State
@@ -56,6 +58,7 @@ class TrainState:
     optimizer: Any = struct.field(pytree_node=False)
     objective: Objective = struct.field(pytree_node=False)
     call_takes_rngs: bool = struct.field(pytree_node=False, default=True)
+    augment: Any = struct.field(pytree_node=False, default=None)
 
     def model(self, *, train: bool = False) -> nnx.Module:
         """A module rebuilt from this state (in eval mode unless ``train``); works inside jit."""
@@ -91,6 +94,7 @@ def create_train_state(
     learning_rate: float = 1e-3,
     loss: str | losses_lib.Loss | Any | None = None,
     regularizers: tuple[Any, ...] = (),
+    augment: Any = None,
     key: jax.Array,
     **optimizer_options: Any,
 ) -> TrainState:
@@ -104,7 +108,9 @@ def create_train_state(
       learning_rate: passed to :func:`dlfund.optimizers.get` with ``optimizer_options``.
       loss: a name, ``Loss`` or callable; default: the model's ``default_loss`` or softmax cross-entropy.
       regularizers: penalties such as ``"l2:1e-4"`` (see :func:`dlfund.regularizers.get`).
-      key: PRNG key (e.g. ``jax.random.key(0)``); it drives dropout.
+      augment: augmentation specs such as ``("crop:4", "flip")`` (see :func:`dlfund.data.augment.compose`), applied
+        to each training batch inside the step; None or ``()``: none.
+      key: PRNG key (e.g. ``jax.random.key(0)``); it drives dropout and augmentation.
     """
     opt = optimizers_lib.get(optimizer, learning_rate=learning_rate, **optimizer_options)
     objective = Objective(
@@ -117,6 +123,11 @@ def create_train_state(
     clone.train()
     graphdef, params, model_state = nnx.split(clone, nnx.Param, ...)
     params, model_state = jax.tree.map(jnp.copy, (params, model_state))
+    pipeline = None
+    if augment:
+        from dlfund.data.augment import compose
+
+        pipeline = compose(augment) or None
     return TrainState(
         params=params,
         model_state=model_state,
@@ -127,4 +138,5 @@ def create_train_state(
         optimizer=opt,
         objective=objective,
         call_takes_rngs=_takes_rngs(model),
+        augment=pipeline,
     )

@@ -39,7 +39,10 @@ def global_norm(tree: Any) -> jax.Array:
 
 
 def step_key(state: TrainState) -> jax.Array:
-    """The dropout key of the step about to run: a function of (key, step), so it is reproducible on resume."""
+    """The random key of the step about to run: a function of (key, step), so it is reproducible on resume.
+
+    The step splits it in two: one key for dropout, one for augmentation.
+    """
     return jax.random.fold_in(state.key, state.step)
 
 
@@ -56,9 +59,12 @@ def train_step_with_outputs(state: TrainState, batch: Batch) -> tuple[TrainState
     """
     x, y = batch
     objective = state.objective
+    dropout_key, augment_key = jax.random.split(step_key(state))
+    if state.augment is not None:
+        x = state.augment(augment_key, x)
 
     def objective_fn(params):
-        outputs, model_state = state.replace(params=params).apply(x, train=True, key=step_key(state))
+        outputs, model_state = state.replace(params=params).apply(x, train=True, key=dropout_key)
         losses = objective.loss(outputs, y)
         data_loss = jnp.mean(losses)
         penalty = total_penalty(objective.penalties, params)
