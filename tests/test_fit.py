@@ -167,11 +167,18 @@ def test_evaluate_counts_every_example_and_agrees_with_predict(blobs):
     assert dlfund.predict(model, x).shape == (53, 3)
 
 
-def test_loop_execution_gives_the_same_history(blobs):
+def test_every_execution_strategy_gives_the_same_history(blobs):
     scan = quiet_fit(small_mlp(), blobs[0], execution="scan")
-    loop = quiet_fit(small_mlp(), blobs[0], execution="loop")
-    assert loop.execution == "loop"
-    np.testing.assert_allclose(scan.history["loss"], loop.history["loss"], rtol=1e-5)
+    for strategy in ("loop", "chunk"):  # 15 steps per epoch: one chunk of 8, then 7 single steps
+        other = quiet_fit(small_mlp(), blobs[0], execution=strategy)
+        assert other.execution == strategy
+        np.testing.assert_allclose(scan.history["loss"], other.history["loss"], rtol=1e-5)
+
+
+def test_convolutional_models_on_cpu_run_in_chunks():
+    x = np.random.default_rng(0).normal(size=(32, 8, 8, 1)).astype(np.float32)
+    model = dlfund.models.CNN((8, 8, 1), channels=(4,), dense=(), num_classes=2, rngs=nnx.Rngs(0))
+    assert quiet_fit(model, (x, np.arange(32) % 2), epochs=1).execution == "chunk"
 
 
 # --- bad input: a clear error before anything compiles --------------------------------------------------------

@@ -121,16 +121,19 @@ def test_batch_norm_statistics_thread_through_the_step():
 def test_scan_and_loop_strategies_compute_the_same_epoch():
     metrics = (dlfund.metrics.get_metric("loss", 3), dlfund.metrics.get_metric("accuracy", 3))
     results = {}
-    for name, run in (("scan", execution.scan_epoch), ("loop", execution.loop_epoch)):
+    for name, run in (("scan", execution.scan_epoch), ("loop", execution.loop_epoch), ("chunk", execution.chunk_epoch)):
         _, state = make_state()
         results[name] = run(state, (X, Y), jax.random.key(5), batch_size=4, metrics=metrics)
     scan, loop = results["scan"], results["loop"]
     leaves_close(scan.state.params, loop.state.params, rtol=1e-5, atol=1e-6)
-    assert set(loop.measurements) == {*scan.measurements, "grad_norm"}  # the fast path skips the gradient norm
+    assert "grad_norm" not in scan.measurements  # the unguarded fast path skips the gradient norm
+    assert set(loop.measurements) == set(scan.measurements)
     for name in scan.measurements:
         np.testing.assert_allclose(scan.measurements[name], loop.measurements[name], rtol=1e-5, atol=1e-6)
     leaves_close(scan.metrics, loop.metrics, rtol=1e-5, atol=1e-6)
     assert scan.measurements["loss"].shape == (4,)
+    chunk = results["chunk"]  # 4 steps: with CHUNK_STEPS = 8, all run one by one; same numbers as the loop
+    leaves_close(chunk.state.params, loop.state.params, rtol=0, atol=0)
 
 
 def test_nonfinite_step_is_not_applied_and_halts_the_epoch():
@@ -151,12 +154,13 @@ def test_a_failed_scan_epoch_is_replayed_up_to_the_bad_step():
     metrics = (dlfund.metrics.get_metric("loss", 3), dlfund.metrics.get_metric("accuracy", 3))
     x = X.at[9].set(jnp.inf)
     results = {}
-    for name, run in (("scan", execution.scan_epoch), ("loop", execution.loop_epoch)):
+    for name, run in (("scan", execution.scan_epoch), ("loop", execution.loop_epoch), ("chunk", execution.chunk_epoch)):
         _, state = make_state()
         results[name] = run(state, (x, Y), jax.random.key(5), batch_size=4, metrics=metrics)
     scan, loop = results["scan"], results["loop"]
-    assert bool(scan.halted) and bool(loop.halted)
-    assert int(scan.state.step) == int(loop.state.step) < 4
+    assert bool(scan.halted) and bool(loop.halted) and bool(results["chunk"].halted)
+    assert int(scan.state.step) == int(loop.state.step) == int(results["chunk"].state.step) < 4
+    assert "grad_norm" in scan.measurements  # the guarded replay measures it
     leaves_close(scan.state.params, loop.state.params, rtol=1e-5, atol=1e-6)
     leaves_close(scan.metrics, loop.metrics, rtol=1e-5, atol=1e-6)
     assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(scan.state.params))

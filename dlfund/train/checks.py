@@ -101,3 +101,11 @@ def check_model_input(model: Any, example_shape: tuple[int, ...]) -> None:
     check = getattr(model, "check_input", None)
     if check is not None:
         check(tuple(example_shape))
+
+
+def check_batch(name: str, loss: Loss, num_classes: int | None, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A streamed batch as the step needs it, with the checks that in-memory data gets before training."""
+    x = np.asarray(x, np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(f"the {name} inputs contain NaN/Inf values (found in a streamed batch); clean the data")
+    return x, check_targets(name, np.asarray(y), loss, num_classes)

@@ -161,7 +161,8 @@ def evaluate(
 
     Args:
       model: an NNX module (evaluated in eval mode: no dropout, batch norm on running statistics).
-      split: an ``(x, y)`` pair, or a :class:`dlfund.data.Dataset` (its test split).
+      split: an ``(x, y)`` pair, a :class:`dlfund.data.Dataset` (its test split), or a lazy reader such as
+        ``dlfund.data.open_splits(...).test`` (read batch by batch, never all in memory).
       loss: default: the model's ``default_loss``.
       metrics: names or accumulators; default: loss, accuracy, macro precision/recall/F1 and the confusion
         matrix (for a binary task also precision/recall/F1 of the positive class 1); regression: loss only.
@@ -169,26 +170,40 @@ def evaluate(
     Returns:
       a dict of Python floats (the confusion matrix as a list of lists), plus ``num_examples``.
     """
+    from dlfund.train.execution import StreamData
+    from dlfund.train.sources import is_host_source
+
     if hasattr(split, "test") and hasattr(split, "num_classes"):
         split = split.test
-    x, y = checks.as_split("evaluation", split)
     state = eval_state(model, loss)
-    checks.check_model_input(model, x.shape[1:])
-    num_classes = classes_from_outputs(state.objective.loss, output_shape(state, x.shape[1:]))
-    y = checks.check_targets("evaluation", y, state.objective.loss, num_classes)
+    objective = state.objective.loss
+    if is_host_source(split):
+        example_shape, num_examples = tuple(split.input_shape), len(split)
+        if num_examples == 0:
+            raise ValueError("the evaluation split is empty: there is nothing to evaluate on")
+    else:
+        x, y = checks.as_split("evaluation", split)
+        example_shape, num_examples = x.shape[1:], len(x)
+    checks.check_model_input(model, example_shape)
+    num_classes = classes_from_outputs(objective, output_shape(state, example_shape))
     if metrics is None:
         metrics = ("loss",)
         if num_classes is not None:
             metrics = DEFAULT_METRICS + (("precision", "recall", "f1") if num_classes == 2 else ())
     resolved = tuple(metrics_lib.get_metric(m, num_classes) for m in metrics)
-    batch_size = checks.check_positive_int("batch_size", batch_size)
-    values = evaluate_arrays(state, x, y, batch_size=min(batch_size, len(x)), metrics=resolved)
+    batch_size = min(checks.check_positive_int("batch_size", batch_size), num_examples)
+    if is_host_source(split):
+        data = StreamData(split, functools.partial(checks.check_batch, "evaluation", objective, num_classes))
+        values = evaluate_source(state, data, batch_size=batch_size, metrics=resolved)
+    else:
+        y = checks.check_targets("evaluation", y, objective, num_classes)
+        values = evaluate_arrays(state, x, y, batch_size=batch_size, metrics=resolved)
     result: dict[str, Any] = {}
     for metric, value in zip(resolved, jax.device_get(values)):
         if isinstance(metric, metrics_lib.ConfusionMatrix):
             value = np.rint(value).astype(np.int64)  # counts (kept as float32 sums inside the program)
         result[metric.name] = _to_python(value)
-    result["num_examples"] = len(x)
+    result["num_examples"] = num_examples
     return result
 
 

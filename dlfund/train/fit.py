@@ -115,15 +115,7 @@ class _Split:
             source = sources.ArraySource(x, checks.check_targets(self.name, y, loss, num_classes))
         else:
             source = self.reader
-        return StreamData(source, functools.partial(_check_batch, self.name, loss, num_classes))
-
-
-def _check_batch(name: str, loss, num_classes, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A streamed batch as the step needs it, with the checks that in-memory data gets before training."""
-    x = np.asarray(x, np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError(f"the {name} inputs contain NaN/Inf values (found in a streamed batch); clean the data")
-    return x, checks.check_targets(name, y, loss, num_classes)
+        return StreamData(source, functools.partial(checks.check_batch, self.name, loss, num_classes))
 
 
 def _resolve_metrics(names: Sequence[Any], num_classes: int | None) -> tuple[Any, ...]:
