@@ -3,6 +3,7 @@
     dlfund train [--config FILE] [--epochs N ...]   train a model, write a run folder, evaluate on the test split
     dlfund resume RUN_DIR                          continue an interrupted run to its configured number of epochs
     dlfund evaluate RUN_DIR [--split test]         evaluate a run's model on a split
+    dlfund experiment NAME [--quick] [--out DIR]   run an experiment that tests a claim of the field
 
 Options come from typed dataclasses (``dlfund.config.TrainConfig``) through tyro: every field is a flag, with its
 type checked and its help shown by ``--help``; a misspelt flag gets the closest matches. ``--config FILE`` (JSON or
@@ -11,6 +12,7 @@ YAML, same keys) sets defaults that flags on the command line override.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -26,6 +28,7 @@ COMMANDS = {
     "train": "train a model on a dataset, write a run folder and evaluate on the test split",
     "resume": "continue the run in RUN_DIR from its newest usable checkpoint to its configured epochs",
     "evaluate": "evaluate the model of a run folder on one of its dataset's splits",
+    "experiment": "run an experiment that tests a claim of the field (see dlfund.experiments.EXPERIMENTS)",
 }
 METRICS_FILE = "metrics.json"
 
@@ -52,6 +55,33 @@ class EvaluateArgs:
     """where datasets are prepared; None: the run's own setting"""
 
 
+@dataclasses.dataclass
+class ExperimentArgs:
+    """Run an experiment: it trains real models, prints a report and checks each claim against the numbers."""
+
+    name: Annotated[str, tyro.conf.Positional]
+    """the experiment: architectures, perceptron_xor, relu_vs_sigmoid, dropout"""
+    quick: bool = False
+    """a smoke run with tiny settings (the verdicts then do not test the claims)"""
+    out: str | None = None
+    """folder for results.json and report.md; None: runs/experiment-<name>-<time>"""
+    data_dir: str | None = None
+    """where datasets are prepared; None: $DLFUND_DATA_DIR or ~/tensorflow_datasets"""
+
+
+def experiment(args: ExperimentArgs):
+    """Runs an experiment, prints its report, writes it to a folder; exit status 1 if a claim failed."""
+    from dlfund import experiments
+
+    experiments.EXPERIMENTS.get(args.name)  # an unknown name fails before anything runs
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("runs") / f"experiment-{args.name}-{stamp}"
+    report = experiments.run(args.name, quick=args.quick, data_dir=args.data_dir, out_dir=out)
+    print(report.markdown(), flush=True)
+    print(f"written to {out}", flush=True)
+    return report
+
+
 def default_run_dir(config: TrainConfig) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{config.model}-{config.dataset}-{stamp}"
@@ -65,10 +95,16 @@ def _load_data_and_model(config: TrainConfig, data_dir: str | None = None):
     ds = dlfund.data.load(
         config.dataset, data_dir=data_dir or config.data_dir, val_fraction=config.val_fraction, seed=config.seed
     )
+    regression = ds.num_classes is None  # one real-valued output, trained with MSE
+    options = config.model_options(regression=regression)
     model = dlfund.models.build(
-        config.model, ds.input_shape, ds.num_classes, rngs=nnx.Rngs(config.seed), **config.model_options()
+        config.model, ds.input_shape, 1 if regression else ds.num_classes, rngs=nnx.Rngs(config.seed), **options
     )
     return ds, model
+
+
+def _loss(config: TrainConfig, ds) -> str | None:
+    return config.loss or ("mse" if ds.num_classes is None else None)
 
 
 def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, data_dir: str | None = None):
@@ -87,7 +123,7 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
         seed=config.seed,
         weight_decay=config.weight_decay,
         early_stopping=dlfund.EarlyStopping(patience=config.patience) if config.patience > 0 else None,
-        loss=config.loss,
+        loss=_loss(config, ds),
         label_smoothing=config.label_smoothing or None,
         regularizers=(f"l2:{config.l2}",) if config.l2 else (),
         augment=config.augment,
@@ -109,7 +145,7 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
             },
         },
     )
-    test = dlfund.evaluate(result.model, ds.test)
+    test = dlfund.evaluate(result.model, ds.test, loss=_loss(config, ds))
     metrics = {
         "test": test,
         "best_epoch": result.best_epoch,
@@ -117,6 +153,10 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
         "stop_reason": result.stop_reason,
         "train_seconds": round(sum(result.epoch_seconds), 3),
     }
+    if ds.num_classes is None:
+        # A one-series forecasting task (e.g. sines): report the naive baseline next to the model.
+        with contextlib.suppress(ValueError):
+            metrics["test"]["persistence_mse"] = dlfund.data.persistence_mse(ds)
     io_lib.write_json(run_dir / METRICS_FILE, metrics)
     print(_summary(run_dir, test, result), flush=True)
     return metrics
@@ -161,7 +201,7 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
     splits = ds.splits()
     if args.split not in splits:
         raise ValueError(f"unknown split {args.split!r}; the dataset has {', '.join(splits)}")
-    metrics = dlfund.evaluate(dlfund.load_model(args.run_dir), splits[args.split])
+    metrics = dlfund.evaluate(dlfund.load_model(args.run_dir), splits[args.split], loss=_loss(config, ds))
     print(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}, indent=2))
     return metrics
 
@@ -217,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
             resume(tyro.cli(ResumeArgs, args=rest, prog=prog))
         elif command == "evaluate":
             evaluate(tyro.cli(EvaluateArgs, args=rest, prog=prog))
+        elif command == "experiment":
+            report = experiment(tyro.cli(ExperimentArgs, args=rest, prog=prog))
+            return 0 if report.passed or report.quick else 1
     except (ValueError, FileNotFoundError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2

@@ -33,10 +33,14 @@ class TrainConfig:
     loss: str | None = _field(None, "loss name; default: the model's own")
     label_smoothing: float = _field(0.0, "label smoothing for softmax cross-entropy")
     l2: float = _field(0.0, "L2 penalty added to the loss (kernels only)")
-    activation: str = _field("relu", "hidden-layer activation (see dlfund.activations)")
-    hidden: tuple[int, ...] = _field((128,), "hidden-layer widths, e.g. --hidden 256 128", nargs="+")
-    dropout: float = _field(0.0, "dropout rate of the hidden layers, in [0, 1)")
-    batch_norm: bool = _field(False, "batch normalization in the hidden layers")
+    activation: str = _field("relu", "hidden-layer activation of mlp and cnn (see dlfund.activations)")
+    hidden: tuple[int, ...] | None = _field(
+        None,
+        "hidden widths, e.g. --hidden 256 128: mlp layers, cnn dense head; rnn/lstm/gru/transformer: one width per "
+        "layer (all equal); None: the model's default",
+    )
+    dropout: float = _field(0.0, "dropout rate, in [0, 1)")
+    batch_norm: bool = _field(False, "batch normalization (mlp and cnn)")
     augment: tuple[str, ...] = _field((), "on-device augmentations of training images, e.g. --augment crop:4 flip")
     patience: int = _field(10, "early-stopping patience in epochs on val_loss; 0 disables early stopping")
     seed: int = _field(0, "seed for initialization, data order and dropout")
@@ -48,16 +52,30 @@ class TrainConfig:
     keep_checkpoints: int = _field(3, "how many of the latest checkpoints to keep (the best is kept too)")
     progress: bool = _field(True, "show a progress bar")
 
-    def model_options(self) -> dict[str, Any]:
-        """Constructor options for models that take them (MLP-like models)."""
-        if self.model != "mlp":
-            return {}
-        return {
-            "hidden": tuple(self.hidden),
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "batch_norm": self.batch_norm,
-        }
+    def model_options(self, *, regression: bool = False) -> dict[str, Any]:
+        """Constructor options of ``self.model`` from the generic flags (hidden widths, activation, dropout, ...).
+
+        Raises:
+          ValueError: ``hidden`` with unequal widths for a model whose layers all have one width.
+        """
+        hidden = None if self.hidden is None else tuple(self.hidden)
+        if self.model == "mlp":
+            options = {"activation": self.activation, "dropout": self.dropout, "batch_norm": self.batch_norm}
+            return {**options, **({"hidden": hidden} if hidden is not None else {})}
+        if self.model == "cnn":
+            options = {"activation": self.activation, "dropout": self.dropout, "batch_norm": self.batch_norm}
+            return {**options, **({"dense": hidden} if hidden is not None else {})}
+        if self.model in ("rnn", "lstm", "gru", "transformer"):
+            options: dict[str, Any] = {"dropout": self.dropout}
+            if hidden is not None:
+                if len(set(hidden)) != 1:
+                    raise ValueError(f"--hidden for {self.model} gives one width per layer, all equal; got {hidden}")
+                width, depth = ("width", "depth") if self.model == "transformer" else ("hidden", "num_layers")
+                options.update({width: hidden[0], depth: len(hidden)})
+            if regression and self.model != "transformer":
+                options["output"] = "regress"
+            return options
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,7 +95,7 @@ class TrainConfig:
         if "augment" in values:
             augment = values["augment"]
             values["augment"] = (augment,) if isinstance(augment, str) else tuple(augment)
-        if "hidden" in values:
+        if values.get("hidden") is not None:
             hidden = values["hidden"]
             values["hidden"] = (hidden,) if isinstance(hidden, int) else tuple(hidden)
         return cls(**values)

@@ -36,7 +36,7 @@ def test_overrides_of_each_option_type():
     assert config.hidden == (64, 32) and config.batch_norm is True and config.clip_norm == 1.5
     assert config.progress is False and config.activation == "tanh" and config.loss == "mse"
     default = parse()
-    assert default.hidden == (128,) and default.clip_norm is None and default == TrainConfig()
+    assert default.hidden is None and default.clip_norm is None and default == TrainConfig()
 
 
 def test_a_misspelt_flag_suggests_the_right_one(capsys):

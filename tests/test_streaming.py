@@ -93,11 +93,11 @@ def test_streamed_batches_are_checked_as_they_are_read():
     (x, y), _ = problem()
     bad_x = x.copy()
     bad_x[37, 1] = np.nan
-    with pytest.raises(ValueError, match="train inputs contain NaN/Inf values .*streamed batch"):
+    with pytest.raises(ValueError, match=r"train inputs contain NaN/Inf values .*streamed batch"):
         fit(Reader(bad_x, y), data_placement="stream")
     with pytest.raises(ValueError, match=r"labels must be in \[0, 3\); found \[7\]"):
         fit(Reader(x, np.where(y == 2, 7, y)), data_placement="stream")
-    with pytest.raises(ValueError, match="contain 1 NaN/Inf values .*example 37"):
+    with pytest.raises(ValueError, match=r"contain 1 NaN/Inf values .*example 37"):
         fit(Reader(bad_x, y))  # small enough for the device: read and checked before training
     with pytest.raises(ValueError, match="needs the training data on the device"):
         fit((x, y), data_placement="stream", execution="scan")
