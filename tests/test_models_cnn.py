@@ -257,7 +257,7 @@ def test_cnn_fit_loss_goes_down():
     model = CNN((8, 8, 1), (4,), pool=2, dense=(8,), num_classes=2, batch_norm=True, dropout=0.1, rngs=nnx.Rngs(0))
     result = dlfund.fit(model, (x, y), epochs=4, batch_size=8, learning_rate=3e-3, progress=False)
     loss = result.history["loss"]
-    assert result.execution == "loop"  # conv models on CPU
+    assert result.execution == "chunk"  # conv models on CPU
     assert loss[-1] < 0.5 * loss[0]
     assert result.history["accuracy"][-1] > 0.9
 
@@ -266,7 +266,7 @@ def test_resnet_fit_end_to_end_and_registry_checks():
     x, y = _halves_task(16, 1)
     model = build("resnet", (8, 8, 1), 2, rngs=nnx.Rngs(0), stage_channels=(2, 4), blocks_per_stage=(1, 1))
     result = dlfund.fit(model, (x, y), epochs=1, batch_size=8, progress=False)
-    assert result.execution == "loop" and np.isfinite(result.history["loss"][0])
+    assert result.execution == "chunk" and np.isfinite(result.history["loss"][0])
     with pytest.raises(ValueError, match=r"expects images with 1 channels"):
         dlfund.fit(model, (np.zeros((16, 8, 8, 3), np.float32), y), epochs=1, batch_size=8, progress=False)
     cnn = abstract(lambda: build("cnn", (8, 8, 3), 5, rngs=nnx.Rngs(0), channels=(2,), dense=()))

@@ -54,7 +54,7 @@ class FitResult:
         ``loss``); None if no epoch finished.
       state: the final :class:`TrainState` (last epoch, not the restored best), e.g. to continue training.
       stop_reason: why training ended early (early stopping, non-finite loss, a callback), or None.
-      execution: the epoch strategy used ("scan" or "loop").
+      execution: the epoch strategy used ("scan", "chunk", "loop" or "stream").
       epoch_seconds: wall time of each epoch (the first includes compilation).
     """
 
