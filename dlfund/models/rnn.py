@@ -107,7 +107,8 @@ class RecurrentModel(Model):
         return "mse" if self.output == "regress" else "softmax_cross_entropy"
 
     def _cell(self, in_features: int, hidden: int, rngs: nnx.Rngs) -> nnx.Module:
-        raise NotImplementedError
+        """The recurrent cell of one layer and direction: the Elman cell here; LSTM and GRU override it."""
+        return nnx.SimpleCell(in_features, hidden, rngs=rngs)
 
     def _zero_carry(self, batch: int) -> Carry:
         return jnp.zeros((batch, self.hidden), jnp.float32)
@@ -154,10 +155,8 @@ class RecurrentModel(Model):
 
 
 class RNN(RecurrentModel):
-    """An Elman RNN, ``h' = tanh(W_i x + b + W_h h)`` (``nnx.SimpleCell``); arguments and call as :class:`LSTM`."""
-
-    def _cell(self, in_features: int, hidden: int, rngs: nnx.Rngs) -> nnx.Module:
-        return nnx.SimpleCell(in_features, hidden, rngs=rngs)
+    """An Elman RNN, ``h' = tanh(W_i x + b + W_h h)`` (``nnx.SimpleCell``, the base class's cell); arguments
+    and call as :class:`LSTM`."""
 
 
 def _forget_bias_one(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
