@@ -39,6 +39,10 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint, or one this version of dlfund cannot read."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full or read-only disk, ...): Orbax's errors, as an ``OSError``."""
+
+
 def _digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -64,16 +68,37 @@ def check_integrity(step_dir: Path) -> str | None:
     record_path = step_dir / INTEGRITY_FILE
     if not record_path.exists():
         return None  # saved but not yet verified (the process stopped right after the save); Orbax committed it
-    record = json.loads(record_path.read_text())
-    for name, expected in record.items():
+    try:
+        record = json.loads(record_path.read_text())
+        expected_files = {name: (int(entry["size"]), str(entry["sha256"])) for name, entry in record.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"its integrity record {INTEGRITY_FILE} is damaged"
+    for name, (size, digest) in expected_files.items():
         path = step_dir / name
         if not path.exists():
             return f"file {name} is missing"
-        if path.stat().st_size != expected["size"]:
-            return f"file {name} has {path.stat().st_size} bytes, {expected['size']} were written"
-        if _digest(path) != expected["sha256"]:
+        if path.stat().st_size != size:
+            return f"file {name} has {path.stat().st_size} bytes, {size} were written"
+        if _digest(path) != digest:
             return f"file {name} does not match the checksum written with it"
     return None
+
+
+def _check_fits(step: int, directory: Path, item: str, target: Any, restored: Any) -> None:
+    """Orbax restores stored arrays whatever shape the target asks for: check that they are what was asked for."""
+    want, want_tree = jax.tree_util.tree_flatten_with_path(target)
+    got, got_tree = jax.tree_util.tree_flatten_with_path(restored)
+    if want_tree != got_tree:
+        raise CheckpointError(
+            f"checkpoint {step} in {directory}: item {item!r} has another structure than the one being restored "
+            "(another model or optimizer?)"
+        )
+    for (path, w), (_, g) in zip(want, got):
+        if tuple(w.shape) != tuple(g.shape) or w.dtype != g.dtype:
+            raise CheckpointError(
+                f"checkpoint {step} in {directory} does not fit: {item}{jax.tree_util.keystr(path)} is "
+                f"{g.dtype}{list(g.shape)} in the checkpoint, {w.dtype}{list(w.shape)} in what is being restored"
+            )
 
 
 def _ranking(monitor: str, mode: str) -> Callable[[dict[str, float]], float]:
@@ -124,6 +149,10 @@ class CheckpointStore:
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+                # best_fn makes Orbax store each checkpoint's metrics, so the best one is still known (and kept)
+                # after the run is reopened; retention itself is the preservation policy above.
+                best_fn=None if monitor is None else _ranking(monitor, mode),
+                best_mode=mode,
                 enable_async_checkpointing=async_save,
             ),
         )
@@ -149,16 +178,22 @@ class CheckpointStore:
         self._finish_pending()
         args = self._ocp.args
         saves = {name: args.StandardSave(tree) for name, tree in items.items()}
-        self._manager.save(
-            step,
-            args=args.Composite(**saves, meta=args.JsonSave({**meta, "format_version": FORMAT_VERSION})),
-            metrics=metrics,
-            force=True,
-        )
+        try:
+            self._manager.save(
+                step,
+                args=args.Composite(**saves, meta=args.JsonSave({**meta, "format_version": FORMAT_VERSION})),
+                metrics=metrics,
+                force=True,
+            )
+        except Exception as error:
+            raise CheckpointWriteError(f"could not save checkpoint {step} in {self.directory}: {error}") from error
         self._unverified.append(step)
 
     def _finish_pending(self) -> None:
-        self._manager.wait_until_finished()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as error:  # an asynchronous write failed (Orbax reports e.g. RESOURCE_EXHAUSTED)
+            raise CheckpointWriteError(f"could not finish writing checkpoints in {self.directory}: {error}") from error
         for step in self._unverified:
             step_dir = self.directory / str(step)
             if step_dir.exists():  # a checkpoint the retention policy already removed needs no record
@@ -172,7 +207,7 @@ class CheckpointStore:
     def items(self, step: int) -> list[str]:
         """Names of the items stored in checkpoint ``step``."""
         step_dir = self.directory / str(step)
-        return sorted(p.name for p in step_dir.iterdir() if p.is_dir() and p.name != "meta")
+        return sorted(p.name for p in step_dir.iterdir() if p.is_dir() and p.name not in ("meta", "metrics"))
 
     def restore(self, step: int, targets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Restores the items named in ``targets`` (each into the structure of its target) and the metadata.
@@ -198,7 +233,10 @@ class CheckpointStore:
             if name in present
         }
         restored = self._manager.restore(step, args=args.Composite(**restores))
-        return {name: restored[name] for name in restores}, meta
+        items = {name: restored[name] for name in restores}
+        for name in restores:
+            _check_fits(step, self.directory, name, targets[name], items[name])
+        return items, meta
 
     def restore_latest(self, targets: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
         """The newest checkpoint that restores cleanly, as ``(step, items, meta)``; None if there is none.
@@ -220,10 +258,18 @@ class CheckpointStore:
                 try:
                     items, meta = self.restore(step, targets)
                 except CheckpointError as error:
-                    if "newer dlfund" in str(error):
+                    if "is damaged" not in str(error):  # a newer format, or a checkpoint of something else
                         raise
                     warnings.warn(f"{error}; trying the previous checkpoint", CheckpointWarning, stacklevel=2)
-                except Exception as error:  # Orbax/TensorStore errors on truncated or missing files
+                except Exception as error:
+                    if (self.directory / str(step) / INTEGRITY_FILE).exists():
+                        # Its files are exactly what was written, so the checkpoint is sound and what is asked of
+                        # it is not (another model or optimizer): an error, and nothing is set aside.
+                        raise CheckpointError(
+                            f"checkpoint {step} in {self.directory} does not fit what is being restored into it "
+                            f"(another model or optimizer?): {type(error).__name__}: {str(error)[:300]}"
+                        ) from error
+                    # Not verified yet: Orbax/TensorStore errors on truncated or missing files mean damage.
                     warnings.warn(
                         f"checkpoint {step} in {self.directory} could not be restored ({type(error).__name__}: "
                         f"{str(error)[:300]}); trying the previous checkpoint",
@@ -248,8 +294,10 @@ class CheckpointStore:
 
     def close(self) -> None:
         """Finishes pending saves and releases Orbax's resources."""
-        self._finish_pending()
-        self._manager.close()
+        try:
+            self._finish_pending()
+        finally:
+            self._manager.close()
 
     def __enter__(self) -> CheckpointStore:
         return self

@@ -112,6 +112,8 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
     import dlfund
     from dlfund import io as io_lib
 
+    if config.val_fraction == 0 and config.patience > 0:
+        raise ValueError("--val-fraction 0 leaves no validation split for early stopping; add --patience 0")
     ds, model = _load_data_and_model(config, data_dir)
     result = dlfund.fit(
         model,
@@ -153,6 +155,9 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
         "stop_reason": result.stop_reason,
         "train_seconds": round(sum(result.epoch_seconds), 3),
     }
+    if resume and not result.epoch_seconds and (run_dir / METRICS_FILE).exists():
+        print(_summary(run_dir, test, result), flush=True)  # the run had already finished: keep its record
+        return json.loads((run_dir / METRICS_FILE).read_text())
     if ds.num_classes is None:
         # A one-series forecasting task (e.g. sines): report the naive baseline next to the model.
         with contextlib.suppress(ValueError):
@@ -252,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         if command == "train":
             config_file, rest = _split_config_flag(rest)
             defaults = TrainConfig.from_file(config_file) if config_file else TrainConfig()
-            train(tyro.cli(TrainConfig, args=rest, prog=prog, default=defaults, description=COMMANDS[command]))
+            description = f"{COMMANDS[command]}. --config FILE (JSON or YAML) sets defaults that flags override."
+            train(tyro.cli(TrainConfig, args=rest, prog=prog, default=defaults, description=description))
         elif command == "resume":
             resume(tyro.cli(ResumeArgs, args=rest, prog=prog))
         elif command == "evaluate":

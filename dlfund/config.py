@@ -45,7 +45,7 @@ class TrainConfig:
     patience: int = _field(10, "early-stopping patience in epochs on val_loss; 0 disables early stopping")
     seed: int = _field(0, "seed for initialization, data order and dropout")
     val_fraction: float = _field(0.1, "fraction of the training split held out for validation")
-    execution: str = _field("auto", "epoch execution: auto, scan or loop")
+    execution: str = _field("auto", "epoch execution: auto, scan, chunk or loop")
     data_dir: str | None = _field(None, "where datasets are prepared; None: $DLFUND_DATA_DIR or ~/tensorflow_datasets")
     run_dir: str | None = _field(None, "output folder; None: runs/<model>-<dataset>-<time>")
     checkpoint_every: int = _field(1, "save a checkpoint every this many epochs (and after the last)")
@@ -103,10 +103,33 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> TrainConfig:
         """A config from a JSON or YAML file of ``key: value`` pairs (the same keys as the command line)."""
+        import json
+
         import yaml
 
-        text = Path(path).read_text()
-        values = yaml.safe_load(text) if text.strip() else {}  # YAML is a superset of JSON
+        path = Path(path)
+        text = path.read_text()
+        if not text.strip():
+            values = {}
+        elif path.suffix == ".json":
+            values = json.loads(text)
+        else:
+            values = yaml.safe_load(text)
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a config file holds key: value pairs, got {type(values).__name__}")
-        return cls.from_dict({k.replace("-", "_"): v for k, v in values.items()})
+        values = {k.replace("-", "_"): v for k, v in values.items()}
+        return cls.from_dict({k: _coerce(cls, k, v) for k, v in values.items()})
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    """A config-file value as its field's type: YAML 1.1 reads ``1e-3`` (no dot) as a string, not a float."""
+    import typing
+
+    field_type = typing.get_type_hints(cls).get(name)
+    numeric = [t for t in (float, int) if field_type is t or t in typing.get_args(field_type)]
+    if isinstance(value, str) and numeric:
+        try:
+            return numeric[0](value)
+        except ValueError:
+            raise ValueError(f"config key {name!r} must be a number, got {value!r}") from None
+    return value

@@ -337,8 +337,11 @@ def get(
         total_steps=None if total_steps is None else int(total_steps),
         weight_decay=float(weight_decay),
         clip_norm=None if clip_norm is None else float(clip_norm),
-        options=tuple(sorted(options.items())),
-        schedule_options=tuple(sorted((schedule_options or {}).items())),
+        options=tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items())),
+        # Lists (e.g. step boundaries from a config file) become tuples: the Optimizer must stay hashable.
+        schedule_options=tuple(
+            sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in (schedule_options or {}).items())
+        ),
     )
     try:
         _build_tx(opt)

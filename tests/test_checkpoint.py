@@ -110,3 +110,21 @@ def test_bad_arguments(tmp_path):
         CheckpointStore(tmp_path, mode="best")
     with CheckpointStore(tmp_path) as store, pytest.raises(ValueError, match="reserved"):
         store.save(1, {"meta": {}}, {})
+
+
+def test_a_damaged_integrity_record_makes_the_checkpoint_unusable(tmp_path):
+    with CheckpointStore(tmp_path) as store:
+        store.save(1, items(1.0), {"epoch": 1})
+        store.save(2, items(2.0), {"epoch": 2})
+    (tmp_path / "2" / checkpoint.INTEGRITY_FILE).write_text("{not json")
+    with CheckpointStore(tmp_path) as store, pytest.warns(CheckpointWarning, match="integrity record .* damaged"):
+        assert store.restore_latest(TARGET)[0] == 1
+
+
+def test_a_sound_checkpoint_that_does_not_fit_is_an_error_not_damage(tmp_path):
+    with CheckpointStore(tmp_path) as store:
+        store.save(1, items(1.0), {"epoch": 1})
+    other = {"model": {"w": np.zeros((8, 8), np.float32), "b": np.arange(3, dtype=np.int32)}}
+    with CheckpointStore(tmp_path) as store, pytest.raises(CheckpointError, match="does not fit"):
+        store.restore_latest(other)
+    assert sorted(os.listdir(tmp_path)) == ["1"]  # nothing set aside

@@ -110,3 +110,19 @@ def test_python_dash_m_dlfund_runs_the_main_job(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "test: loss=" in done.stdout and (tmp_path / "r" / "weights.safetensors").exists()
+
+
+def test_config_files_read_exponent_floats(tmp_path):
+    (tmp_path / "a.yaml").write_text("learning_rate: 1e-3\nweight_decay: 5e-4\nepochs: 2\n")
+    config = TrainConfig.from_file(tmp_path / "a.yaml")
+    assert config.learning_rate == 1e-3 and config.weight_decay == 5e-4 and config.epochs == 2
+    (tmp_path / "a.json").write_text('{"learning_rate": 1e-3, "clip_norm": 1}')
+    assert TrainConfig.from_file(tmp_path / "a.json").learning_rate == 1e-3
+    (tmp_path / "bad.yaml").write_text("learning_rate: fast\n")
+    with pytest.raises(ValueError, match="learning_rate' must be a number"):
+        TrainConfig.from_file(tmp_path / "bad.yaml")
+
+
+def test_no_validation_split_needs_no_early_stopping(tmp_path, capsys):
+    assert cli.main(["train", "--val-fraction", "0", "--run-dir", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "--patience 0" in capsys.readouterr().err

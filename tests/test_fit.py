@@ -289,3 +289,11 @@ def test_augmentation_runs_inside_the_step_is_seeded_and_validated():
         go(augment=("flipp",))
     with pytest.raises(ValueError, match=r"needs images \[B, H, W, C\]"):
         quiet_fit(MLP(64, (16,), 2, rngs=nnx.Rngs(0)), (x.reshape(96, -1), y), augment=("flip",))
+
+
+def test_every_callback_sees_the_epoch_in_which_another_asks_to_stop(blobs):
+    seen = []
+    stopper = dlfund.LambdaCallback(on_epoch_end=lambda epoch, logs, state: epoch == 2)
+    logger = dlfund.LambdaCallback(on_epoch_end=lambda epoch, logs, state: seen.append(epoch))
+    quiet_fit(small_mlp(), blobs[0], epochs=5, callbacks=(stopper, logger))
+    assert seen == [1, 2]

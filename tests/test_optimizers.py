@@ -151,3 +151,8 @@ def test_bad_settings_give_clear_errors(kwargs, match):
     kwargs = {"optimizer": "adam", **kwargs}
     with pytest.raises(ValueError, match=match):
         optimizers.get(kwargs.pop("optimizer"), **kwargs)
+
+
+def test_list_options_from_config_files_are_accepted():
+    opt = optimizers.get("sgd", learning_rate=1.0, schedule="step", schedule_options={"boundaries": [2, 4]})
+    assert hash(opt) and float(opt.learning_rate_at(5)) == pytest.approx(0.01)

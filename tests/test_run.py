@@ -108,7 +108,8 @@ def test_a_run_folder_of_another_configuration_is_refused(tmp_path):
 def test_a_damaged_latest_checkpoint_is_skipped_on_resume(tmp_path, uninterrupted):
     with pytest.raises(Interrupt):
         run(tmp_path, callbacks=(interrupt_after(4),))
-    weights = max((p for p in (tmp_path / "checkpoints" / "4").rglob("*") if p.is_file()), key=os.path.getsize)
+    files = (tmp_path / "checkpoints" / "4" / "model").rglob("*")
+    weights = max((p for p in files if p.is_file()), key=os.path.getsize)
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0x55
     weights.write_bytes(bytes(data))
@@ -237,3 +238,55 @@ class warnings_allowed:
 
     def __exit__(self, *exc):
         return self._catch.__exit__(*exc)
+
+
+def test_resuming_with_another_model_is_refused_and_nothing_is_set_aside(tmp_path):
+    run(tmp_path, epochs=2)
+    train, val = problem()
+    other = MLP(4, (32,), 3, dropout=0.2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"differing keys: model\.config\.hidden"):
+        dlfund.fit(other, train, validation_data=val, run_dir=tmp_path, resume=True, **{**SETTINGS, "epochs": 2})
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+
+
+def test_resuming_may_place_the_data_differently(tmp_path):
+    with pytest.raises(Interrupt):
+        run(tmp_path, execution="loop", callbacks=(interrupt_after(2),))
+    resumed = run(tmp_path, resume=True, data_placement="stream")  # streamed steps are the loop's steps
+    assert_identical(resumed, run(execution="loop"))
+
+
+def test_retention_after_a_resume_matches_an_uninterrupted_run(tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run(whole, keep_checkpoints=2)
+    with pytest.raises(Interrupt):
+        run(parts, keep_checkpoints=2, callbacks=(interrupt_after(3),))
+    run(parts, keep_checkpoints=2, resume=True)
+    assert sorted(os.listdir(whole / "checkpoints")) == sorted(os.listdir(parts / "checkpoints"))
+    assert len(os.listdir(whole / "checkpoints")) <= 3  # the latest two and the best
+
+
+def test_a_failed_asynchronous_checkpoint_write_stops_the_run_but_returns_the_state(tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    calls = {"n": 0}
+    original = ocp.CheckpointManager.wait_until_finished
+
+    def failing(self):
+        calls["n"] += 1
+        if calls["n"] == 3:  # what Orbax raises when TensorStore cannot write
+            raise ValueError("RESOURCE_EXHAUSTED: No space left on device")
+        return original(self)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", failing)
+    with pytest.warns(RuntimeWarning, match="RESOURCE_EXHAUSTED"):
+        result = run(tmp_path)
+    assert "RESOURCE_EXHAUSTED" in result.stop_reason and len(result.history) >= 2
+    assert dlfund.evaluate(result.model, problem()[1])["num_examples"] == 40
+
+
+def test_resuming_an_early_stopped_run_keeps_its_reason(tmp_path):
+    first = run(tmp_path, epochs=30, early_stopping=dlfund.EarlyStopping(patience=1), learning_rate=0.3)
+    assert first.stop_reason and first.stop_reason.startswith("early stopping")
+    again = run(tmp_path, epochs=30, early_stopping=dlfund.EarlyStopping(patience=1), learning_rate=0.3, resume=True)
+    assert again.stop_reason == first.stop_reason and again.history == first.history

@@ -16,7 +16,11 @@ class Callback:
         """Called once with the resolved run configuration (JSON-friendly dict)."""
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], state: Any) -> bool | None:
-        """Called after each epoch (1-based) with that epoch's history row and the current ``TrainState``."""
+        """Called after each epoch (1-based) with that epoch's history row and the current ``TrainState``.
+
+        The next epoch may donate the state's buffers to the compiled step: to keep the state beyond this call,
+        keep a copy (``jax.tree.map(jnp.copy, state)``).
+        """
         return None
 
     def on_train_end(self, result: Any) -> None:

@@ -193,7 +193,7 @@ def fit(
       schedule: learning-rate schedule: constant, cosine, warmup_cosine, exponential, step.
       clip_norm: clip the global gradient norm (None: off).
       optimizer_options / schedule_options: extra keyword arguments for the Optax optimizer / the schedule.
-      execution: "auto" (measured best per backend and model), "scan" or "loop".
+      execution: "auto" (measured best per backend and model), "scan", "chunk" or "loop".
       data_placement: "auto" (on the device if the training set takes at most 25% of its memory, else streamed
         from the host by a background thread), "device" or "stream"; the choice is logged (logger "dlfund") and
         recorded in the result's config.
@@ -368,11 +368,14 @@ def _train(
             first_epoch = done + 1
             if done and stopper_state is not None and bool(stopper_state.stop):
                 first_epoch = epochs + 1  # the run had already stopped early; nothing left to do
+                stop_reason = _early_stop_message(early_stopping, stopper_state)
     except RunDirectoryError as error:
         raise RunDirectoryError(f"{error}. Nothing was trained.") from error
     epoch_seconds = []
     if isinstance(val, StreamData):
-        evaluate_val = functools.partial(evaluate_source, data=val, batch_size=EVAL_BATCH_SIZE, metrics=metrics)
+        # The same batch size as for device-resident data, so both paths compute the same numbers.
+        val_batch = min(EVAL_BATCH_SIZE, len(val.source))
+        evaluate_val = functools.partial(evaluate_source, data=val, batch_size=val_batch, metrics=metrics)
     elif val is not None:
         val_batch = min(EVAL_BATCH_SIZE, val[0].shape[0])
         evaluate_val = functools.partial(evaluate_arrays, x=val[0], y=val[1], batch_size=val_batch, metrics=metrics)
@@ -412,15 +415,13 @@ def _train(
                 if int(stopper_state.best_epoch) == epoch and early_stopping.restore_best:
                     best_weights = jax.tree.map(jnp.copy, (state.params, state.model_state))
             if stopper_state is not None and bool(stopper_state.stop):
-                stop_reason = (
-                    f"early stopping: {early_stopping.monitor} did not improve for {early_stopping.patience} "
-                    f"epochs (best {float(stopper_state.best):.6g} at epoch {int(stopper_state.best_epoch)})"
-                )
+                stop_reason = _early_stop_message(early_stopping, stopper_state)
             # Recorded before the callbacks run, so that a callback that raises leaves this epoch on disk.
             saved = recorder is not None and recorder.epoch_end(
                 epoch, row, state, stopper_state, best_weights, last=epoch == epochs or stop_reason is not None
             )
-            if any(bool(c.on_epoch_end(epoch, dict(row), state)) for c in callbacks):
+            # Every callback sees every epoch, also after one of them asked to stop.
+            if any([bool(c.on_epoch_end(epoch, dict(row), state)) for c in callbacks]):
                 stop_reason = stop_reason or f"a callback asked to stop after epoch {epoch}"
                 if recorder is not None and not saved:
                     recorder.checkpoint(epoch, state, stopper_state, best_weights)
@@ -462,6 +463,13 @@ def _train(
     for callback in callbacks:
         callback.on_train_end(fit_result)
     return fit_result
+
+
+def _early_stop_message(early_stopping: EarlyStopping, stopper_state) -> str:
+    return (
+        f"early stopping: {early_stopping.monitor} did not improve for {early_stopping.patience} epochs "
+        f"(best {float(stopper_state.best):.6g} at epoch {int(stopper_state.best_epoch)})"
+    )
 
 
 def _best_epoch(history: History, early_stopping, stopper_state) -> int | None:

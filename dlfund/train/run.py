@@ -85,6 +85,15 @@ def differing_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return [] if saved == current else [prefix.rstrip(".")]
 
 
+# How an epoch runs and where the data sits are chosen per machine; they compute the same training up to float
+# rounding (loop and stream bit for bit), so a run may resume on a machine that chooses differently.
+_NOT_COMPARED = ("execution", "data_placement")
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _NOT_COMPARED}
+
+
 def _checkpoint_items(state, best_weights) -> dict[str, Any]:
     """The checkpoint's items: the model (what load_model needs), the rest of the training state, the best weights."""
     items = {
@@ -146,8 +155,10 @@ class RunRecorder:
                 "it, or choose a new run_dir"
             )
         if self.resume and config_path.exists():
-            saved = json.loads(config_path.read_text()).get("fit", {})
-            differ = differing_keys(saved, self.config)
+            recorded = json.loads(config_path.read_text())
+            saved = {"fit": _comparable(recorded.get("fit", {})), "model": recorded.get("model")}
+            current = {"fit": _comparable(self.config), "model": self.extra.get("model")}
+            differ = differing_keys(saved, current)
             if differ:
                 raise ValueError(
                     f"{self.run_dir} belongs to a run with a different configuration, so it cannot be resumed; "
@@ -264,7 +275,7 @@ class RunRecorder:
             if self.store is not None:
                 store, self.store = self.store, None
                 store.close()
-        except OSError as error:
+        except Exception as error:
             if not quietly:
                 raise RunDirectoryError(f"could not finish writing the run folder {self.run_dir}: {error}") from error
 
