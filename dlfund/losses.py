@@ -198,3 +198,11 @@ def get(loss: str | Loss | Callable[..., jax.Array], *, label_smoothing: float |
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         resolved = dataclasses.replace(resolved, options=(("label_smoothing", float(label_smoothing)),))
     return resolved
+
+
+def for_model(
+    model: Any, loss: str | Loss | Callable[..., jax.Array] | None = None, *, label_smoothing: float | None = None
+) -> Loss:
+    """``loss`` if given, else the model's ``default_loss`` (softmax cross-entropy for models without one)."""
+    chosen = loss if loss is not None else getattr(model, "default_loss", "softmax_cross_entropy")
+    return get(chosen, label_smoothing=label_smoothing)

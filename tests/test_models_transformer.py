@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from model_helpers import count, dropout_keys, randn
 
 import dlfund
 from dlfund.models import MultiHeadSelfAttention, Transformer, build
@@ -14,33 +15,6 @@ from dlfund.models.blocks import sinusoidal_positions
 from dlfund.models.transformer import patches
 
 F, W, HEADS, C = 3, 8, 2, 4  # features per token, width, heads, classes: few shapes, few compilations
-
-
-def dropout_keys(monkeypatch, model, x, key):
-    """The dropout keys one training call of ``model`` uses, one per dropout site, in call order.
-
-    A spy on ``nnx.Dropout`` collects them while the call is traced (under jit: far cheaper than an eager call).
-    """
-    seen = []
-    original = nnx.Dropout.__call__
-
-    def spy(self, inputs, *, deterministic=None, rngs=None):
-        seen.append(rngs)
-        return original(self, inputs, deterministic=deterministic, rngs=rngs)
-
-    monkeypatch.setattr(nnx.Dropout, "__call__", spy)
-    keys = nnx.jit(lambda m, x, k: (m(x, rngs=k), [jax.random.key_data(s) for s in seen])[1])(model, x, key)
-    monkeypatch.undo()
-    return [tuple(np.asarray(k).ravel()) for k in keys]
-
-
-def randn(seed, shape):
-    """Standard normal float32 data from NumPy (jax.random in eager mode would compile a program per shape)."""
-    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
-
-
-def count(model):
-    return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def small(**kwargs):

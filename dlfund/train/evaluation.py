@@ -14,7 +14,7 @@ from flax import nnx
 from dlfund import losses as losses_lib
 from dlfund import metrics as metrics_lib
 from dlfund.train import checks
-from dlfund.train.state import Objective, TrainState, _takes_rngs
+from dlfund.train.state import Objective, TrainState, _takes_rngs, split_model
 
 #: Evaluation batch: large enough to amortize per-batch overhead, small enough to bound activation memory.
 EVAL_BATCH_SIZE = 1024
@@ -104,10 +104,7 @@ def _predict_arrays(state: TrainState, x: jax.Array, *, batch_size: int) -> jax.
 
 def eval_state(model: nnx.Module, loss: Any = None) -> TrainState:
     """A state for evaluation only (no optimizer); shares the model's arrays (nothing is donated)."""
-    clone = nnx.merge(*nnx.split(model))
-    clone.train()  # the same graph definition as training states, so compiled programs are shared
-    graphdef, params, model_state = nnx.split(clone, nnx.Param, ...)
-    loss = losses_lib.get(loss if loss is not None else getattr(model, "default_loss", "softmax_cross_entropy"))
+    graphdef, params, model_state = split_model(model)  # the training states' graph: shared compiled programs
     return TrainState(
         params=params,
         model_state=model_state,
@@ -116,7 +113,7 @@ def eval_state(model: nnx.Module, loss: Any = None) -> TrainState:
         key=jax.random.key(0),
         graphdef=graphdef,
         optimizer=None,
-        objective=Objective(loss=loss),
+        objective=Objective(loss=losses_lib.for_model(model, loss)),
         call_takes_rngs=_takes_rngs(model),
     )
 

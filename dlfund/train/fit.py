@@ -243,10 +243,7 @@ def fit(
     state = create_train_state(
         model,
         optimizer=opt,
-        loss=losses_lib.get(
-            loss if loss is not None else getattr(model, "default_loss", "softmax_cross_entropy"),
-            label_smoothing=label_smoothing,
-        ),
+        loss=losses_lib.for_model(model, loss, label_smoothing=label_smoothing),
         regularizers=tuple(regularizers),
         augment=augment,
         key=jax.random.fold_in(root, _STATE_STREAM),

@@ -80,6 +80,17 @@ class TrainState:
         return self.optimizer.learning_rate_at(self.step)
 
 
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """``(graphdef, params, model_state)`` of a train-mode clone of ``model`` (the arrays are shared, not copied).
+
+    The graph definition then does not depend on the mode the user's model was left in, so a model trained,
+    evaluated and trained again reuses the same compiled programs.
+    """
+    clone = nnx.merge(*nnx.split(model))
+    clone.train()
+    return nnx.split(clone, nnx.Param, ...)
+
+
 def _takes_rngs(module: nnx.Module) -> bool:
     try:
         return "rngs" in inspect.signature(module.__call__).parameters
@@ -114,14 +125,10 @@ def create_train_state(
     """
     opt = optimizers_lib.get(optimizer, learning_rate=learning_rate, **optimizer_options)
     objective = Objective(
-        loss=losses_lib.get(loss if loss is not None else getattr(model, "default_loss", "softmax_cross_entropy")),
+        loss=losses_lib.for_model(model, loss),
         penalties=tuple(regularizers_lib.get(r) for r in regularizers),
     )
-    # Split a train-mode clone: the graph definition then does not depend on the mode the user's model was left
-    # in, so a model trained, evaluated and trained again reuses the same compiled step.
-    clone = nnx.merge(*nnx.split(model))
-    clone.train()
-    graphdef, params, model_state = nnx.split(clone, nnx.Param, ...)
+    graphdef, params, model_state = split_model(model)
     params, model_state = jax.tree.map(jnp.copy, (params, model_state))
     pipeline = None
     if augment:
