@@ -776,3 +776,186 @@ def get_metric(spec: str | Metric, num_classes: int) -> Metric:
         f"metric must be a name ({', '.join(METRICS.names())}) or an object with init/update/compute; "
         f"got {type(spec).__name__}."
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reports
+# ----------------------------------------------------------------------------------------------------
+
+# Text-report headers, as scikit-learn prints them; the dict keys use "f1" for "f1-score".
+_REPORT_HEADERS = ("precision", "recall", "f1-score", "support")
+_REPORT_AVERAGES = ("macro avg", "weighted avg")
+
+
+def _report_classes(num_classes: int | None, class_names: Any) -> tuple[int | None, list[str] | None]:
+    """``num_classes`` as implied by ``class_names``, and the names as strings (None when not given)."""
+    if class_names is None:
+        return num_classes, None
+    if isinstance(class_names, (str, bytes)) or not hasattr(class_names, "__len__"):
+        raise TypeError(f"class_names must be a sequence of names, one per class; got {type(class_names).__name__}.")
+    names = [str(name) for name in class_names]
+    if num_classes is None:
+        return _check_num_classes(len(names)), names
+    num_classes = _check_num_classes(num_classes)
+    if len(names) != num_classes:
+        raise ValueError(f"class_names has {len(names)} names but num_classes={num_classes}; they must match.")
+    return num_classes, names
+
+
+def per_class_scores(
+    y_true: Any,
+    y_pred: Any,
+    *,
+    num_classes: int | None = None,
+    class_names: Any = None,
+    zero_division: float = 0.0,
+) -> dict[str, Any]:
+    """Per-class precision, recall, F1 and support with their averages, like sklearn's
+    ``classification_report(..., output_dict=True)``, as a JSON-friendly dict of plain Python floats and ints.
+
+    Everything comes from one confusion matrix through :func:`scores_from_confusion`.
+
+    Args:
+      y_true: int [N] true labels (concrete; not usable under ``jit``).
+      y_pred: int [N] predicted labels.
+      num_classes: C, for classes ``0..C-1`` (sklearn's ``labels=np.arange(C)``); None: ``len(class_names)``
+        when names are given, else the sorted union of the labels present.
+      class_names: sequence of C names, one per class in class order; None names each class by its label.
+      zero_division: 0.0, 1.0 or nan, the value of a ratio whose denominator is 0.
+
+    Returns:
+      ``{"classes": [C names], "precision": [C floats], "recall": [C floats], "f1": [C floats],
+      "support": [C ints], "accuracy": float, "macro avg": {...}, "weighted avg": {...}}``, each average a dict
+      with "precision", "recall", "f1" (floats) and "support" (int, the total true count). Support is the
+      number of true examples per class; "weighted avg" weights by it (a plain mean where those weights sum to
+      0); averages ignore nan entries (zero_division=nan). "accuracy" is the pooled (micro) precision, which
+      is the accuracy since every label is one of the classes.
+
+    Raises:
+      ValueError: unequal lengths, a label outside ``[0, C)``, ``len(class_names) != num_classes``, an unknown
+        ``zero_division``, traced inputs, or no classes at all (empty inputs without num_classes/class_names).
+      TypeError: non-integer labels, or ``class_names`` that is a string rather than a sequence of names.
+    """
+    zero_division = _check_zero_division(zero_division)
+    num_classes, names = _report_classes(num_classes, class_names)
+    y_true, y_pred = _labels_pair(y_true, y_pred)
+    if not (_is_concrete(y_true) and _is_concrete(y_pred)):
+        raise ValueError("per_class_scores needs concrete label arrays; it cannot run under jax.jit/vmap/grad.")
+    true_index, pred_index, count, classes = _encode(y_true, y_pred, num_classes)
+    if count == 0:
+        raise ValueError("y_true and y_pred are empty: no classes to report. Pass num_classes or class_names.")
+    if names is None:
+        names = [str(c) for c in (classes.tolist() if classes is not None else range(count))]
+    return _report_from_counts(confusion_counts(true_index, pred_index, count), names, zero_division)
+
+
+def per_class_from_confusion(confusion: Any, class_names: Any = None, *, zero_division: float = 0.0) -> dict[str, Any]:
+    """The :func:`per_class_scores` dict from a confusion matrix [C, C] (rows true, columns predicted), such as
+    ``dlfund.evaluate(...)["confusion_matrix"]``; ``class_names`` names the C classes (default "0".."C-1")."""
+    zero_division = _check_zero_division(zero_division)
+    counts = np.asarray(confusion, np.float64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
+        raise ValueError(f"a confusion matrix is square [C, C] with C >= 1, got shape {counts.shape}")
+    num_classes, names = _report_classes(counts.shape[0], class_names)
+    return _report_from_counts(counts, names or [str(c) for c in range(num_classes)], zero_division)
+
+
+def _report_from_counts(counts: Any, names: list[str], zero_division: float) -> dict[str, Any]:
+    support = np.sum(counts, axis=1)
+    total = int(np.sum(support))
+
+    def score(name: str, average: str | None) -> Any:
+        return scores_from_confusion(counts, name, average=average, zero_division=zero_division)
+
+    report: dict[str, Any] = {"classes": names}
+    for name in SCORES:
+        report[name] = [float(v) for v in score(name, None)]
+    report["support"] = [int(v) for v in support]
+    report["accuracy"] = float(score("precision", "micro"))
+    for heading in _REPORT_AVERAGES:
+        average = heading.split()[0]
+        report[heading] = {name: float(score(name, average)) for name in SCORES}
+        report[heading]["support"] = total
+    return report
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class ClassificationReport:
+    """Result of :func:`classification_report`: the :func:`per_class_scores` dict and a text table.
+
+    ``str(report)`` (and ``repr``) is laid out like sklearn's text ``classification_report``: columns
+    precision, recall, f1-score, support; a row per class, then accuracy, macro avg and weighted avg, the
+    scores rounded to ``digits`` places. ``to_dict()`` gives (a copy of) the unrounded dict.
+    """
+
+    scores: dict[str, Any]
+    digits: int = 4
+
+    def to_dict(self) -> dict[str, Any]:
+        """A deep copy of the :func:`per_class_scores` dict, so the report itself stays unchanged."""
+        return {
+            key: (dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else value)
+            for key, value in self.scores.items()
+        }
+
+    def __str__(self) -> str:
+        s, digits = self.scores, self.digits
+        width = max(*(len(name) for name in s["classes"]), len(_REPORT_AVERAGES[-1]), digits)
+        row = "{:>{width}s} " + " {:>9.{digits}f}" * 3 + " {:>9}\n"
+        text = "{:>{width}s} ".format("", width=width) + "".join(f" {h:>9}" for h in _REPORT_HEADERS) + "\n\n"
+        for i, name in enumerate(s["classes"]):
+            values = (s["precision"][i], s["recall"][i], s["f1"][i], s["support"][i])
+            text += row.format(name, *values, width=width, digits=digits)
+        text += "\n"
+        support = s[_REPORT_AVERAGES[0]]["support"]
+        text += ("{:>{width}s} " + " {:>9}" * 2 + " {:>9.{digits}f} {:>9}\n").format(
+            "accuracy", "", "", s["accuracy"], support, width=width, digits=digits
+        )
+        for heading in _REPORT_AVERAGES:
+            avg = s[heading]
+            text += row.format(
+                heading, avg["precision"], avg["recall"], avg["f1"], avg["support"], width=width, digits=digits
+            )
+        return text
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def classification_report(
+    y_true: Any,
+    y_pred: Any,
+    *,
+    class_names: Any = None,
+    num_classes: int | None = None,
+    digits: int = 4,
+    zero_division: float = 0.0,
+) -> ClassificationReport:
+    """Per-class precision, recall, F1 and support with accuracy and averages, like
+    ``sklearn.metrics.classification_report``.
+
+    Args:
+      y_true: int [N] true labels (concrete).
+      y_pred: int [N] predicted labels.
+      class_names: sequence of C names, one per class; implies ``num_classes=len(class_names)``.
+      num_classes: C, for classes ``0..C-1``; None: from ``class_names``, else the sorted union of the labels.
+      digits: decimal places of the scores in the text table (the dict is not rounded).
+      zero_division: 0.0, 1.0 or nan, the value of a ratio whose denominator is 0.
+
+    Returns:
+      A :class:`ClassificationReport`: print it for the table, ``.to_dict()`` for the
+      :func:`per_class_scores` dict.
+
+    Raises:
+      As :func:`per_class_scores`; also ValueError/TypeError for ``digits`` that is not an int >= 0.
+    """
+    try:
+        digits = operator.index(digits)
+    except TypeError:
+        raise TypeError(f"digits must be an int; got {type(digits).__name__}") from None
+    if digits < 0:
+        raise ValueError(f"digits must be >= 0; got {digits}.")
+    scores = per_class_scores(
+        y_true, y_pred, num_classes=num_classes, class_names=class_names, zero_division=zero_division
+    )
+    return ClassificationReport(scores, digits)
