@@ -24,6 +24,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/dlfund train $(ARGS)
+	@echo "dlfund is installed in $(VENV): 'source $(VENV)/bin/activate' puts the dlfund command on the PATH" \
+		"(or call $(BIN)/dlfund ...), e.g. dlfund evaluate RUN_DIR, dlfund predict RUN_DIR INPUT"
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -19,28 +19,35 @@ from dlfund.train import (
     LambdaCallback,
     LivePlot,
     NonFiniteLossWarning,
+    TrainingInterrupted,
     TrainState,
     create_train_state,
     eval_step,
     evaluate,
     fit,
     predict,
+    predict_classes,
     train_step,
 )
+from dlfund.train.checks import DataWarning
 from dlfund.train.run import load_model
+from dlfund.train.saved_run import Run, load_run
 from dlfund.weights import load_weights, save_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Callback",
+    "DataWarning",
     "EarlyStopping",
     "FitResult",
     "History",
     "LambdaCallback",
     "LivePlot",
     "NonFiniteLossWarning",
+    "Run",
     "TrainState",
+    "TrainingInterrupted",
     "__version__",
     "activations",
     "checkpoint",
@@ -50,12 +57,14 @@ __all__ = [
     "evaluate",
     "fit",
     "load_model",
+    "load_run",
     "load_weights",
     "losses",
     "metrics",
     "models",
     "optimizers",
     "predict",
+    "predict_classes",
     "regularizers",
     "save_weights",
     "train_step",

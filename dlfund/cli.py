@@ -1,8 +1,9 @@
 """The ``dlfund`` command.
 
     dlfund train [--config FILE] [--epochs N ...]   train a model, write a run folder, evaluate on the test split
-    dlfund resume RUN_DIR                          continue an interrupted run to its configured number of epochs
-    dlfund evaluate RUN_DIR [--split test]         evaluate a run's model on a split
+    dlfund resume RUN_DIR [--epochs N]             continue an interrupted run (or extend a finished one to N)
+    dlfund evaluate RUN_DIR [--split test] [--json]  evaluate a run's model on a split of its dataset
+    dlfund predict RUN_DIR INPUT [--out FILE.csv]  classify raw inputs (.npy or an image folder) with a run
     dlfund experiment NAME [--quick] [--out DIR]   run an experiment that tests a claim of the field
 
 Options come from typed dataclasses (``dlfund.config.TrainConfig``) through tyro: every field is a flag, with its
@@ -15,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,14 +26,18 @@ from typing import Annotated, Any
 import tyro
 
 from dlfund.config import TrainConfig
+from dlfund.train.fit import TrainingInterrupted
+from dlfund.train.run import METRICS_FILE
 
 COMMANDS = {
     "train": "train a model on a dataset, write a run folder and evaluate on the test split",
-    "resume": "continue the run in RUN_DIR from its newest usable checkpoint to its configured epochs",
+    "resume": "continue the run in RUN_DIR from its newest usable checkpoint (--epochs N extends a finished run)",
     "evaluate": "evaluate the model of a run folder on one of its dataset's splits",
+    "predict": "predict classes of raw inputs (a .npy file or a folder of images) with a run's model",
     "experiment": "run an experiment that tests a claim of the field (see dlfund.experiments.EXPERIMENTS)",
 }
-METRICS_FILE = "metrics.json"
+#: The exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 
 @dataclasses.dataclass
@@ -42,6 +49,8 @@ class ResumeArgs:
     """where datasets are prepared; None: the run's own setting"""
     progress: bool = True
     """show a progress bar"""
+    epochs: int | None = None
+    """train until this many epochs in all: extends a finished run (None: the run's own number)"""
 
 
 @dataclasses.dataclass
@@ -53,6 +62,22 @@ class EvaluateArgs:
     """train, val or test"""
     data_dir: str | None = None
     """where datasets are prepared; None: the run's own setting"""
+    json: bool = False
+    """print the metrics as JSON (for machines) instead of the summary"""
+
+
+@dataclasses.dataclass
+class PredictArgs:
+    """Predict with a run's model on raw inputs; the run's recorded normalization is applied for you."""
+
+    run_dir: Annotated[str, tyro.conf.Positional]
+    input: Annotated[str, tyro.conf.Positional]
+    """a .npy file of raw inputs [N, *input_shape] (one example without the N axis works too), or a folder of
+    images (searched recursively; converted to the run's channels and resized to its image size)"""
+    out: str | None = None
+    """write every prediction to this CSV file (input, class id, class name, probabilities)"""
+    show: int = 20
+    """how many predictions to print"""
 
 
 @dataclasses.dataclass
@@ -92,15 +117,25 @@ def _load_data_and_model(config: TrainConfig, data_dir: str | None = None):
 
     import dlfund
 
-    ds = dlfund.data.load(
-        config.dataset, data_dir=data_dir or config.data_dir, val_fraction=config.val_fraction, seed=config.seed
-    )
+    ds = _load_dataset(config, data_dir)
     regression = ds.num_classes is None  # one real-valued output, trained with MSE
     options = config.model_options(regression=regression)
     model = dlfund.models.build(
         config.model, ds.input_shape, 1 if regression else ds.num_classes, rngs=nnx.Rngs(config.seed), **options
     )
     return ds, model
+
+
+def _load_dataset(config: TrainConfig, data_dir: str | None = None):
+    import dlfund
+
+    return dlfund.data.load(
+        config.dataset,
+        data_dir=data_dir or config.data_dir,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        download=True if config.download else None,
+    )
 
 
 def _loss(config: TrainConfig, ds) -> str | None:
@@ -114,6 +149,7 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
 
     if config.val_fraction == 0 and config.patience > 0:
         raise ValueError("--val-fraction 0 leaves no validation split for early stopping; add --patience 0")
+    print(f"run folder: {run_dir}", flush=True)
     ds, model = _load_data_and_model(config, data_dir)
     result = dlfund.fit(
         model,
@@ -148,6 +184,8 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
         },
     )
     test = dlfund.evaluate(result.model, ds.test, loss=_loss(config, ds))
+    if "confusion_matrix" in test:
+        test["per_class"] = dlfund.metrics.per_class_from_confusion(test["confusion_matrix"], ds.class_names)
     metrics = {
         "test": test,
         "best_epoch": result.best_epoch,
@@ -186,10 +224,71 @@ def _run_config(run_dir: str | Path) -> TrainConfig:
     return TrainConfig.from_dict(recorded)
 
 
-def resume(args: ResumeArgs) -> dict[str, Any]:
-    """Continues the run in ``args.run_dir`` with its recorded options."""
-    config = _run_config(args.run_dir)
-    return _fit(config, Path(args.run_dir), resume=True, progress=args.progress, data_dir=args.data_dir)
+def _read_outcome(run_dir: Path) -> dict[str, Any] | None:
+    from dlfund.train.run import RESULT_FILE
+
+    path = run_dir / RESULT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _extension_note(fit_config: dict[str, Any], new_epochs: int) -> str:
+    """What extending a run does to its learning-rate schedule, in numbers."""
+    from dlfund import optimizers
+
+    old_epochs, steps = fit_config["epochs"], fit_config["steps_per_epoch"]
+    recorded = fit_config["optimizer"]
+    name = recorded.get("schedule", "constant")
+    if name == "constant":
+        return f"extending from {old_epochs} to {new_epochs} epochs at the same learning rate"
+    options = tuple(sorted((k.removeprefix("schedule."), v) for k, v in recorded.items() if k.startswith("schedule.")))
+
+    def rate(total_epochs: int, step: int) -> float:
+        opt = optimizers.Optimizer(
+            recorded["name"], recorded["learning_rate"], name, total_epochs * steps, schedule_options=options
+        )
+        return float(opt.learning_rate_at(step))
+
+    before, after = rate(old_epochs, old_epochs * steps - 1), rate(new_epochs, old_epochs * steps)
+    return (
+        f"extending from {old_epochs} to {new_epochs} epochs. The {name} schedule was sized for {old_epochs} epochs; "
+        f"it is re-sized for {new_epochs}: the steps already taken keep their rates, and the learning rate goes "
+        f"from {before:.3g} (the last step of epoch {old_epochs}) to {after:.3g} (the first of epoch "
+        f"{old_epochs + 1}), like a warm restart, then follows the longer schedule"
+    )
+
+
+def resume(args: ResumeArgs) -> dict[str, Any] | None:
+    """Continues the run in ``args.run_dir`` with its recorded options; ``--epochs N`` extends a finished run.
+
+    A finished run without ``--epochs`` (or with no more epochs than it has) is reported as finished, and nothing
+    is trained or rewritten.
+    """
+    run_dir = Path(args.run_dir)
+    config = _run_config(run_dir)
+    outcome = _read_outcome(run_dir)
+    recorded_fit = json.loads((run_dir / "config.json").read_text()).get("fit", {})
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    if outcome is not None:
+        done = outcome["epochs_run"]
+        stopped = f", stopped: {outcome['stop_reason']}" if outcome.get("stop_reason") else ""
+        if args.epochs is None or args.epochs <= done:
+            print(
+                f"{run_dir} is finished ({done} of {outcome['epochs']} epochs{stopped}); nothing to resume. "
+                f"To train it longer: dlfund resume {run_dir} --epochs N (N > {done})",
+                flush=True,
+            )
+            return None
+        if outcome.get("stop_reason"):
+            raise ValueError(
+                f"{run_dir} stopped before its last epoch ({outcome['stop_reason']}), so it cannot be extended: "
+                "it would stop again at once. Start a new run (dlfund train ...) with the settings you want"
+            )
+    if args.epochs is not None and args.epochs != config.epochs:
+        if args.epochs > recorded_fit.get("epochs", config.epochs) and "optimizer" in recorded_fit:
+            print(_extension_note(recorded_fit, args.epochs), flush=True)
+        config = dataclasses.replace(config, epochs=args.epochs)
+    return _fit(config, run_dir, resume=True, progress=args.progress, data_dir=args.data_dir)
 
 
 def evaluate(args: EvaluateArgs) -> dict[str, Any]:
@@ -197,26 +296,116 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
     import dlfund
 
     config = _run_config(args.run_dir)
-    ds = dlfund.data.load(
-        config.dataset,
-        data_dir=args.data_dir or config.data_dir,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-    )
+    ds = _load_dataset(config, args.data_dir)
     splits = ds.splits()
     if args.split not in splits:
         raise ValueError(f"unknown split {args.split!r}; the dataset has {', '.join(splits)}")
-    metrics = dlfund.evaluate(dlfund.load_model(args.run_dir), splits[args.split], loss=_loss(config, ds))
-    print(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}, indent=2))
+    x, y = splits[args.split]
+    metrics = dlfund.evaluate(dlfund.load_model(args.run_dir), (x, y), loss=_loss(config, ds))
+    if "confusion_matrix" in metrics:
+        metrics["per_class"] = dlfund.metrics.per_class_from_confusion(metrics["confusion_matrix"], ds.class_names)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return metrics
+    print(f"{args.run_dir}: {args.split} split of {ds.name} ({len(y)} examples)")
+    print(_scores_line(args.split, metrics))
+    if "confusion_matrix" in metrics:
+        print()
+        print(_confusion_text(metrics["confusion_matrix"], ds.class_names))
+        print()
+        print(dlfund.metrics.ClassificationReport(metrics["per_class"]))
     return metrics
+
+
+def _scores_line(label: str, metrics: dict[str, Any]) -> str:
+    return f"{label}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
+def _confusion_text(matrix: list[list[int]], class_names) -> str:
+    """The confusion matrix as a table: rows are true classes, columns predicted ones."""
+    names = [str(n) for n in class_names] or [str(i) for i in range(len(matrix))]
+    width = max(5, *(len(n) for n in names), *(len(str(v)) for row in matrix for v in row))
+    lines = ["confusion matrix (rows: true class, columns: predicted)"]
+    lines.append(" " * width + "  " + " ".join(f"{n[:width]:>{width}}" for n in names))
+    for name, row in zip(names, matrix):
+        lines.append(f"{name[:width]:>{width}}  " + " ".join(f"{v:>{width}}" for v in row))
+    return "\n".join(lines)
+
+
+def _read_inputs(path: Path, run) -> tuple[Any, list[str]]:
+    """Raw inputs [N, *input_shape] from a .npy file or an image folder, and a label for each (index or file)."""
+    import numpy as np
+
+    from dlfund.data.folders import image_files, read_images
+
+    if path.is_dir():
+        files = image_files(path)
+        pixels = read_images(files, tuple(run.input_shape))
+        # Images are 8-bit pixels; a run's raw inputs are in its dataset's stored units (x_raw * scale is in
+        # [0, 1] for image datasets), so pixels / 255 are brought to those units.
+        scale = run.normalization.scale if run.normalization is not None else 1 / 255
+        x = pixels.astype(np.float32) / np.float32(255 * scale)
+        return x, [os.fspath(f.relative_to(path)) for f in files]
+    if path.suffix != ".npy":
+        raise ValueError(f"INPUT must be a .npy file or a folder of images, got {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    x = np.load(path, allow_pickle=False)
+    if tuple(x.shape) == tuple(run.input_shape):
+        x = x[None]  # one example
+    return x, [str(i) for i in range(len(x))]
+
+
+def predict(args: PredictArgs) -> list[dict[str, Any]]:
+    """Predicts the inputs with the run's model; prints the first ``show`` rows and writes all to ``out``."""
+    import csv
+
+    import numpy as np
+
+    import dlfund
+    from dlfund import io as io_lib
+    from dlfund.train.saved_run import top_probabilities
+
+    run = dlfund.load_run(args.run_dir)
+    x, labels = _read_inputs(Path(args.input), run)
+    outputs = run.predict(x)
+    rows: list[dict[str, Any]] = []
+    if run.num_classes is None:
+        rows = [{"input": label, "prediction": float(np.ravel(v)[0])} for label, v in zip(labels, outputs)]
+    else:
+        classes, confidence = top_probabilities(outputs)
+        for label, c, p, probs in zip(labels, classes, confidence, outputs):
+            row = {"input": label, "class": int(c), "class_name": run.class_names[c], "probability": float(p)}
+            row.update({f"p_{name}": float(q) for name, q in zip(run.class_names, probs)})
+            rows.append(row)
+    shown = rows[: max(args.show, 0)]
+    for row in shown:
+        if "class" in row:
+            print(f"{row['input']}: {row['class_name']} (class {row['class']}, p={row['probability']:.3f})")
+        else:
+            print(f"{row['input']}: {row['prediction']:.6g}")
+    if len(rows) > len(shown):
+        print(f"... {len(rows) - len(shown)} more" + ("" if args.out else " (--out FILE.csv writes them all)"))
+    if args.out:
+
+        def write(f):
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            f.write(text.getvalue().encode())
+
+        io_lib.write_with(args.out, write)
+        print(f"{len(rows)} predictions written to {args.out}")
+    return rows
 
 
 def _summary(run_dir: Path, test: dict[str, Any], result) -> str:
     lines = [
-        f"run folder: {run_dir}",
         f"epochs: {len(result.history)} (best {result.best_epoch})"
         + (f"; {result.stop_reason}" if result.stop_reason else ""),
-        "test: " + ", ".join(f"{k}={v:.4f}" for k, v in test.items() if isinstance(v, float)),
+        _scores_line("test", test),
+        f"written to {run_dir}: metrics.json, loss_curve.png, weights.safetensors, checkpoints/",
     ]
     return "\n".join(lines)
 
@@ -263,9 +452,17 @@ def main(argv: list[str] | None = None) -> int:
             resume(tyro.cli(ResumeArgs, args=rest, prog=prog))
         elif command == "evaluate":
             evaluate(tyro.cli(EvaluateArgs, args=rest, prog=prog))
+        elif command == "predict":
+            predict(tyro.cli(PredictArgs, args=rest, prog=prog))
         elif command == "experiment":
             report = experiment(tyro.cli(ExperimentArgs, args=rest, prog=prog))
             return 0 if report.passed or report.quick else 1
+    except TrainingInterrupted as interrupt:
+        print(f"\n{prog}: {interrupt.message(f'`dlfund resume {interrupt.run_dir}`')}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, FileNotFoundError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2

@@ -12,6 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dlfund.data.catalog import DATASETS
+from dlfund.models import MODELS
+
 
 def _field(default: Any, help: str, **extra: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **extra})
@@ -21,8 +24,8 @@ def _field(default: Any, help: str, **extra: Any) -> Any:
 class TrainConfig:
     """Every option of ``dlfund train``; the defaults reproduce the README's main job."""
 
-    model: str = _field("mlp", "model name (see dlfund.models.MODELS)")
-    dataset: str = _field("digits", "dataset name (see dlfund.data.DATASETS)")
+    model: str = _field("mlp", f"model: {', '.join(MODELS.names())}")
+    dataset: str = _field("digits", f"dataset: {', '.join(DATASETS.names())} (the first six are offline)")
     epochs: int = _field(40, "passes over the training set (early stopping may end sooner)")
     batch_size: int = _field(32, "examples per optimizer step; 32 gives many updates per epoch on small data")
     learning_rate: float = _field(1e-3, "peak learning rate (1e-3: Adam's published default)")
@@ -47,6 +50,11 @@ class TrainConfig:
     val_fraction: float = _field(0.1, "fraction of the training split held out for validation")
     execution: str = _field("auto", "epoch execution: auto, scan, chunk or loop")
     data_dir: str | None = _field(None, "where datasets are prepared; None: $DLFUND_DATA_DIR or ~/tensorflow_datasets")
+    download: bool = _field(
+        False,
+        "download a dataset that is not prepared even if its server did not answer a 2 s probe (dlfund.data.load's "
+        "download=True); default: download only when the server answers",
+    )
     run_dir: str | None = _field(None, "output folder; None: runs/<model>-<dataset>-<time>")
     checkpoint_every: int = _field(1, "save a checkpoint every this many epochs (and after the last)")
     keep_checkpoints: int = _field(3, "how many of the latest checkpoints to keep (the best is kept too)")

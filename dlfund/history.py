@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
 import os
@@ -13,6 +14,9 @@ import numpy as np
 
 from dlfund import io as io_lib
 
+# Rows a summary shows in full; a longer history shows its first and last 3 (and its best epoch).
+_SHOWN_ROWS = 8
+
 
 class History:
     """One row per epoch: ``epoch``, ``loss``, the training metrics, ``val_*`` columns, ``learning_rate``, ...
@@ -22,8 +26,14 @@ class History:
     ``save_plots(dir)`` writes them as PNG files, ``to_csv(path)`` writes the table.
     """
 
-    def __init__(self, rows: Iterable[Mapping[str, Any]] = ()):
+    def __init__(
+        self, rows: Iterable[Mapping[str, Any]] = (), *, selected_epoch: int | None = None, restored_best: bool = False
+    ):
         self.rows: list[dict[str, Any]] = [dict(r) for r in rows]
+        #: the epoch ``fit`` chose as best (early stopping's monitor, else val_loss, else loss), marked by plots
+        self.selected_epoch = selected_epoch
+        #: whether the model holds that epoch's weights (early stopping with ``restore_best``)
+        self.restored_best = restored_best
 
     def append(self, row: Mapping[str, Any]) -> None:
         self.rows.append({k: _plain(v) for k, v in row.items()})
@@ -96,18 +106,60 @@ class History:
 
         return save_history_plots(self, directory, metrics=metrics)
 
+    def _shown_rows(self) -> list[dict[str, Any] | None]:
+        """The rows a summary shows: all of a short history; the first 3, a gap (None) and the last 3 otherwise.
+        The best epoch's row is shown too."""
+        if len(self.rows) <= _SHOWN_ROWS:
+            return list(self.rows)
+        indices = {0, 1, 2, len(self.rows) - 3, len(self.rows) - 2, len(self.rows) - 1}
+        best = next((i for i, r in enumerate(self.rows) if r.get("epoch") == self.selected_epoch), None)
+        if best is not None:
+            indices.add(best)
+        shown: list[dict[str, Any] | None] = []
+        previous = None
+        for i in sorted(indices):
+            if previous is not None and i - previous > 1:
+                shown.append(None)
+            shown.append(self.rows[i])
+            previous = i
+        return shown
+
+    def _title(self) -> str:
+        best = "" if self.selected_epoch is None else f", best epoch {self.selected_epoch}"
+        return f"History({len(self.rows)} epochs{best}{' (restored)' if self.restored_best else ''})"
+
     def __repr__(self) -> str:
         if not self.rows:
             return "History(empty)"
         columns = self.columns
-        shown = self.rows if len(self.rows) <= 8 else [*self.rows[:3], None, *self.rows[-3:]]
-        lines = ["  ".join(f"{c:>12}" for c in columns)]
-        for row in shown:
+        width = max(12, *(len(c) for c in columns))
+        lines = ["  ".join(f"{c:>{width}}" for c in columns)]
+        for row in self._shown_rows():
             if row is None:
-                lines.append("  ".join(f"{'...':>12}" for _ in columns))
+                lines.append("  ".join(f"{'...':>{width}}" for _ in columns))
             else:
-                lines.append("  ".join(f"{_cell(row.get(c)):>12}" for c in columns))
-        return f"History({len(self.rows)} epochs)\n" + "\n".join(lines)
+                marker = " <- best" if row.get("epoch") == self.selected_epoch else ""
+                lines.append("  ".join(f"{_cell(row.get(c)):>{width}}" for c in columns) + marker)
+        return self._title() + "\n" + "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the history as a table (the best epoch's row in bold)."""
+        if not self.rows:
+            return "<p>History(empty)</p>"
+        columns = self.columns
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        body = []
+        for row in self._shown_rows():
+            if row is None:
+                body.append("<tr>" + "".join("<td>...</td>" for _ in columns) + "</tr>")
+                continue
+            style = ' style="font-weight:bold"' if row.get("epoch") == self.selected_epoch else ""
+            cells = "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns)
+            body.append(f"<tr{style}>{cells}</tr>")
+        return (
+            f"<p>{html.escape(self._title())}</p><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>"
+        )
 
 
 def _plain(value: Any) -> Any:

@@ -123,12 +123,15 @@ class Loss:
       task: "multiclass" (argmax predictions), "binary" (score > 0), "regression" (no class predictions) or
         "auto" (decided from the output shape: several outputs -> argmax, one -> score > 0).
       options: extra keyword arguments for ``fn``, as sorted (key, value) pairs so the loss stays hashable.
+      link: how outputs become class probabilities when the loss is a likelihood: "softmax" (cross-entropy on
+        logits), "sigmoid" (binary cross-entropy on one logit); None for margin, custom and regression losses.
     """
 
     name: str
     fn: Callable[..., jax.Array]
     task: str
     options: tuple[tuple[str, Any], ...] = ()
+    link: str | None = None
 
     def __call__(self, outputs: jax.Array, targets: jax.Array) -> jax.Array:
         """Per-example losses, shape [B]."""
@@ -152,14 +155,34 @@ class Loss:
             return jnp.argmax(outputs, axis=-1).astype(jnp.int32)
         return (_scores(outputs) > 0).astype(jnp.int32)
 
+    def probabilities(self, outputs: jax.Array) -> jax.Array:
+        """Class probabilities [B, C] from outputs [B, C] (softmax) or one logit [B] / [B, 1] (sigmoid: [B, 2],
+        column 1 the positive class).
+
+        Raises:
+          ValueError: the loss is not a likelihood (hinge, perceptron, MSE, a custom callable), so its outputs are
+            not probabilities; use class predictions or the raw outputs instead.
+        """
+        if self.link == "softmax":
+            return jax.nn.softmax(outputs, axis=-1)
+        if self.link == "sigmoid":
+            positive = jax.nn.sigmoid(_scores(outputs))
+            return jnp.stack([1.0 - positive, positive], axis=-1)
+        raise ValueError(
+            f"a model trained with the {self.name!r} loss does not output probabilities (only cross-entropy "
+            "losses do); use predict_classes for classes, or predict for the raw outputs"
+        )
+
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly description (for configs and logs)."""
         return {"name": self.name, **dict(self.options)}
 
 
 LOSSES: Registry[Loss] = Registry("loss")
-LOSSES.register("softmax_cross_entropy", Loss("softmax_cross_entropy", softmax_cross_entropy, MULTICLASS))
-LOSSES.register("binary_cross_entropy", Loss("binary_cross_entropy", binary_cross_entropy, BINARY))
+LOSSES.register(
+    "softmax_cross_entropy", Loss("softmax_cross_entropy", softmax_cross_entropy, MULTICLASS, link="softmax")
+)
+LOSSES.register("binary_cross_entropy", Loss("binary_cross_entropy", binary_cross_entropy, BINARY, link="sigmoid"))
 LOSSES.register("mse", Loss("mse", mse, REGRESSION))
 LOSSES.register("hinge", Loss("hinge", hinge, BINARY))
 LOSSES.register("perceptron", Loss("perceptron", perceptron, BINARY))

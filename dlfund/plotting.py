@@ -45,6 +45,10 @@ def _draw_pair(ax: Axes, history: History, name: str, ylabel: str) -> None:
     for column, label, style in ((name, "train", "-"), (f"val_{name}", "validation", "--")):
         if column in history and np.any(np.isfinite(history[column])):
             ax.plot(epochs, history[column], style, marker="o", markersize=3, label=f"{label} {name}")
+    best = getattr(history, "selected_epoch", None)
+    if best is not None and ax.lines:
+        restored = " (weights restored)" if getattr(history, "restored_best", False) else ""
+        ax.axvline(best, color="grey", linestyle=":", linewidth=1.2, label=f"best epoch {best}{restored}")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -25,6 +25,9 @@ def test_help_lists_commands_and_every_option(capsys):
     text = capsys.readouterr().out
     for name in TrainConfig().to_dict():
         assert "--" + name.replace("_", "-") in text, name
+    flat = " ".join(text.split())  # tyro wraps the help text
+    for name in ("transformer", "logistic_regression", "fashion_mnist", "digits_rows", "cifar100"):
+        assert name in flat, name
 
 
 def test_overrides_of_each_option_type():
@@ -79,10 +82,19 @@ def test_train_writes_a_complete_run_folder_and_evaluate_reads_it(tmp_path, caps
     config = json.loads((run_dir / "config.json").read_text())
     assert config["cli"]["epochs"] == 3 and config["environment"]["jax"] and config["model"]["class"] == "MLP"
     assert (run_dir / "history.csv").read_text().count("\n") == 4  # header + 3 epochs
+    per_class = test["per_class"]
+    assert per_class["classes"] == [str(i) for i in range(10)] and sum(per_class["support"]) == 359
+    assert per_class["macro avg"]["f1"] == pytest.approx(test["f1_macro"], abs=1e-6)
     capsys.readouterr()
     assert cli.main(["evaluate", str(run_dir)]) == 0
+    summary = capsys.readouterr().out
+    assert f"test: loss={test['loss']:.4f}, accuracy={test['accuracy']:.4f}" in summary
+    assert "confusion matrix (rows: true class, columns: predicted)" in summary and "weighted avg" in summary
+    assert max(len(line) for line in summary.splitlines()) < 120  # rounded, not 16-digit floats
+    assert cli.main(["evaluate", str(run_dir), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["accuracy"] == pytest.approx(test["accuracy"])
+    assert printed["confusion_matrix"] == test["confusion_matrix"]
     # The same folder again without resuming is refused: nothing written is overwritten.
     assert cli.main(["train", "--epochs", "3", "--run-dir", str(run_dir), "--no-progress"]) == 2
     assert "already holds a run" in capsys.readouterr().err
@@ -126,3 +138,20 @@ def test_config_files_read_exponent_floats(tmp_path):
 def test_no_validation_split_needs_no_early_stopping(tmp_path, capsys):
     assert cli.main(["train", "--val-fraction", "0", "--run-dir", str(tmp_path / "r"), "--no-progress"]) == 2
     assert "--patience 0" in capsys.readouterr().err
+
+
+def test_the_download_flag_is_download_true(monkeypatch, tmp_path, capsys):
+    import dlfund
+
+    seen = []
+
+    def load(name, **kwargs):
+        seen.append(kwargs["download"])
+        raise ValueError("stopped here")
+
+    monkeypatch.setattr(dlfund.data, "load", load)
+    for extra, expected in (([], None), (["--download"], True)):
+        argv = ["train", "--dataset", "mnist", "--run-dir", str(tmp_path / f"r{len(seen)}"), "--no-progress", *extra]
+        assert cli.main(argv) == 2
+        assert seen[-1] is expected
+    assert "stopped here" in capsys.readouterr().err

@@ -233,3 +233,12 @@ def test_image_folder_truncated_image_is_named(tmp_path, pets):
     path.write_bytes(path.read_bytes()[:200])  # the header parses, the pixel data is cut short
     with pytest.raises(ValueError, match=r"big\.png"):
         image_folder(pets, image_size=(4, 6))
+
+
+def test_a_dataset_with_many_classes_has_a_one_line_repr():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(100), 5)
+    ds = from_arrays(rng.normal(size=(500, 3)), y, name="many")
+    text = repr(ds)
+    assert "100 classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ..." in text and "99" not in text.split("classes:")[1]
+    assert len(text) < 200 and "\n" not in text

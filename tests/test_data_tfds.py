@@ -289,6 +289,8 @@ def test_offline_fails_fast_with_a_message_that_says_how_to_prepare(tmp_path, of
     # how to prepare it elsewhere: the exact command, and that the folder can be copied over
     assert f"dlfund.data.load({name!r}, data_dir={os.fspath(data_dir)!r}, download=True)" in message
     assert f"copy the folder {data_dir / name}" in message
+    assert "pass download=True (on the command line: dlfund train --download)" in message
+    assert f"dlfund train --dataset {name} --download --data-dir {os.fspath(data_dir)}" in message
     assert len(offline) == 1  # one probe: all of a dataset's files come from one server
     assert not data_dir.exists()  # nothing written
 

@@ -88,3 +88,54 @@ def test_live_plot_updates_one_image_per_epoch(monkeypatch):
     assert all(isinstance(image, IPython.display.Image) and image.data[:4] == b"\x89PNG" for image in shown)
     with pytest.raises(ValueError, match="every"):
         dlfund.LivePlot(every=0)
+
+
+def long_history(epochs=40, best=25):
+    rows = [{"epoch": e, "loss": 1.0 / e, "val_loss": abs(e - best) / 10 + 0.1} for e in range(1, epochs + 1)]
+    return History(rows, selected_epoch=best, restored_best=True)
+
+
+def test_a_long_history_shows_its_ends_and_its_best_epoch_on_one_screen():
+    history = long_history()
+    lines = repr(history).splitlines()
+    assert lines[0] == "History(40 epochs, best epoch 25 (restored))"
+    epochs = [line.split()[0] for line in lines[2:]]
+    assert epochs == ["1", "2", "3", "...", "25", "...", "38", "39", "40"]
+    assert next(line for line in lines if line.split()[0] == "25").endswith("<- best")
+    assert len(lines) < 15
+
+
+def test_jupyter_shows_the_history_as_a_table_with_the_best_row_marked():
+    html = long_history()._repr_html_()
+    assert html.count("<tr") == 1 + 9  # the header and the rows shown by repr
+    assert '<tr style="font-weight:bold"><td>25</td>' in html
+    assert "<th>val_loss</th>" in html and History()._repr_html_() == "<p>History(empty)</p>"
+
+
+def test_plots_mark_the_best_epoch():
+    history = long_history()
+    figure = history.plot()
+    marks = [line for ax in figure.axes for line in ax.lines if line.get_label().startswith("best epoch")]
+    assert marks and all(line.get_xdata()[0] == 25 for line in marks)
+    assert marks[0].get_label() == "best epoch 25 (weights restored)"
+    unmarked = History(history.rows).plot()
+    assert not [line for ax in unmarked.axes for line in ax.lines if line.get_label().startswith("best")]
+
+
+def test_fit_result_repr_fits_on_a_screen():
+    from flax import nnx
+
+    import dlfund
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 3)).astype(np.float32), rng.integers(0, 2, 200)
+    stopper = dlfund.EarlyStopping(monitor="val_loss", patience=2)
+    model = dlfund.models.MLP(3, (4,), 2, rngs=nnx.Rngs(0))
+    result = dlfund.fit(model, (x, y), validation_data=(x[:50], y[:50]), epochs=30, early_stopping=stopper,
+                        progress=False)  # fmt: skip
+    text = repr(result)
+    assert len(text) < 2000 and text.startswith(f"FitResult(MLP, {len(result.history)} epochs (best ")
+    assert "last epoch: loss=" in text and "val_loss=" in text
+    assert result.history.selected_epoch == result.best_epoch
+    if result.stop_reason:
+        assert "stopped: early stopping" in text

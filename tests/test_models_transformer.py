@@ -211,7 +211,7 @@ def test_fit_sequences_and_images_end_to_end():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 6, F)).astype(np.float32)
     y = (x[:, :, 0].mean(axis=1) > 0).astype(np.int32)
-    result = dlfund.fit(small(dropout=0.1), (x, y), epochs=1, batch_size=8, progress=False)
+    result = dlfund.fit(small(dropout=0.1), (x, 2 * y + (x[:, 0, 1] > 0)), epochs=1, batch_size=8, progress=False)
     assert result.execution == "scan" and np.isfinite(result.history["loss"][0])
     images = rng.normal(size=(16, 8, 8, 1)).astype(np.float32)
     vit = build("transformer", (8, 8, 1), 2, rngs=nnx.Rngs(0), width=W, depth=1, num_heads=HEADS)

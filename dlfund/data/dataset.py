@@ -96,6 +96,23 @@ class Normalization:
         """Normalized inputs -> stored values (float32, same shape), e.g. to display an image."""
         return ((np.asarray(x, np.float32) * self.std + self.mean) / np.float32(self.scale)).astype(np.float32)
 
+    def to_dict(self) -> dict:
+        """A JSON-friendly form (nested lists; float32 values survive the round trip through JSON exactly)."""
+        return {
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "shape": list(self.mean.shape),
+            "scale": self.scale,
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict) -> Normalization:
+        """The map :meth:`to_dict` described."""
+        shape = tuple(record.get("shape", ()))
+        mean = np.asarray(record["mean"], np.float32).reshape(shape)
+        std = np.asarray(record["std"], np.float32).reshape(shape)
+        return cls(mean=mean, std=std, scale=float(record.get("scale", 1.0)))
+
     def scalar(self) -> Normalization:
         """The same map with scalar statistics (shape ()), for values of any shape; needs a single mean/std.
 
@@ -166,5 +183,5 @@ class Dataset:
         x_part = f"x ({', '.join(['N', *map(str, self.input_shape)])}) float32"
         if self.num_classes is None:
             return f"Dataset({self.name!r}, {sizes}; {x_part}, y (N,) float32; regression)"
-        names = ", ".join(self.class_names)
+        names = ", ".join(self.class_names[:10]) + (", ..." if len(self.class_names) > 10 else "")
         return f"Dataset({self.name!r}, {sizes}; {x_part}, y (N,) int32; {self.num_classes} classes: {names})"

@@ -112,6 +112,38 @@ def image_folder(
     )
 
 
+def image_files(path: str | os.PathLike) -> list[Path]:
+    """Every image file (by suffix) under ``path``, recursively, sorted; hidden files and folders are skipped.
+
+    Raises:
+      FileNotFoundError: ``path`` is not a folder. ValueError: it holds no images.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder")
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.parts)
+    )
+    if not files:
+        raise ValueError(f"{root} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def read_images(files: list[Path], image_shape: tuple[int, int, int]) -> np.ndarray:
+    """Images as uint8 [N, H, W, C] for a model that takes ``image_shape`` (H, W, C), C = 1 (grey) or 3 (RGB):
+    each is converted to that many channels and resized (bilinear) to H x W when its size differs.
+
+    Raises:
+      ValueError: ``image_shape`` is not (H, W, 1) or (H, W, 3), or a file is not a readable image.
+    """
+    if len(image_shape) != 3 or image_shape[-1] not in (1, 3):
+        raise ValueError(f"images need a model that takes (H, W, 1) or (H, W, 3) inputs, this one takes {image_shape}")
+    height, width, channels = image_shape
+    return np.stack([_read(file, channels == 1, (height, width)) for file in files])
+
+
 def _read(file: Path, grey: bool, size: tuple[int, int] | None) -> np.ndarray:
     """One image as uint8 (H, W, C), C = 1 for grey, else 3."""
     from PIL import Image

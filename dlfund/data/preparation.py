@@ -121,6 +121,7 @@ def not_prepared_message(builder: tfds.core.DatasetBuilder, data_dir: Path, reas
         f"{found}.\n"
         "To prepare it, run this on a machine with network access (TensorFlow is not needed):\n"
         f'    python -c "{command}"\n'
+        f"(or train there: dlfund train --dataset {name} --download --data-dir {os.fspath(data_dir)}),\n"
         f"then copy the folder {data_dir / name} from there to {data_dir / name} here (or into another folder, "
         "passed as data_dir or set as DLFUND_DATA_DIR). A folder that TensorFlow Datasets itself prepared with "
         "file_format='array_record' works as well."
@@ -145,7 +146,7 @@ def _check_download_allowed(
         if not network.reachable(url, timeout=network.PROBE_TIMEOUT):
             reason = (
                 f"{host}:{port}, where its files come from, could not be reached within {network.PROBE_TIMEOUT:g} s "
-                "(offline?); pass download=True to try anyway"
+                "(offline?); pass download=True (on the command line: dlfund train --download) to try anyway"
             )
             raise DatasetNotPreparedError(not_prepared_message(builder, data_dir, reason))
 

@@ -99,6 +99,13 @@ def _build_transformer(
     return Transformer(_sequence_features("transformer", input_shape), num_classes, rngs=rngs, **options)
 
 
+#: The classes ``dlfund.load_model`` may rebuild from a run folder's recorded class name and arguments. Only these:
+#: a name from a file someone shared must not reach arbitrary attributes of this module.
+MODEL_CLASSES: dict[str, type[Model]] = {
+    cls.__name__: cls for cls in (Perceptron, LogisticRegression, MLP, CNN, ResNet, RNN, LSTM, GRU, Transformer)
+}
+
+
 def build(name: str, input_shape: tuple[int, ...], num_classes: int, *, rngs: nnx.Rngs, **options: Any) -> Model:
     """Builds the model called ``name`` for examples of ``input_shape`` and ``num_classes`` classes."""
     return MODELS.get(name)(tuple(input_shape), num_classes, rngs=rngs, **options)
@@ -110,6 +117,7 @@ __all__ = [
     "LSTM",
     "MLP",
     "MODELS",
+    "MODEL_CLASSES",
     "RNN",
     "FlatInputModel",
     "LogisticRegression",

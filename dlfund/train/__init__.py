@@ -2,9 +2,9 @@
 
 from dlfund.train.callbacks import Callback, LambdaCallback, LivePlot
 from dlfund.train.early_stopping import EarlyStopping, EarlyStoppingState
-from dlfund.train.evaluation import evaluate, evaluate_arrays, predict
+from dlfund.train.evaluation import evaluate, evaluate_arrays, predict, predict_classes
 from dlfund.train.execution import EpochResult, choose_strategy, loop_epoch, scan_epoch
-from dlfund.train.fit import FitResult, NonFiniteLossWarning, fit
+from dlfund.train.fit import FitResult, NonFiniteLossWarning, TrainingInterrupted, fit
 from dlfund.train.state import Objective, TrainState, create_train_state
 from dlfund.train.step import StepOutputs, eval_step, train_step, train_step_with_outputs
 
@@ -20,6 +20,7 @@ __all__ = [
     "Objective",
     "StepOutputs",
     "TrainState",
+    "TrainingInterrupted",
     "choose_strategy",
     "create_train_state",
     "eval_step",
@@ -28,6 +29,7 @@ __all__ = [
     "fit",
     "loop_epoch",
     "predict",
+    "predict_classes",
     "scan_epoch",
     "train_step",
     "train_step_with_outputs",

@@ -47,6 +47,11 @@ def check_targets(name: str, y: np.ndarray, loss: Loss, num_classes: int | None)
         return y
     if not np.issubdtype(y.dtype, np.number) and y.dtype != np.bool_:
         raise TypeError(f"the {name} labels must be integer class ids, got dtype {y.dtype}")
+    if y.ndim == 2 and y.shape[1] > 1 and _looks_one_hot(y):
+        raise ValueError(
+            f"the {name} labels look one-hot encoded (shape {y.shape}, one 1 per row); dlfund takes one class id "
+            "per example: pass y.argmax(-1)"
+        )
     if y.ndim != 1:
         raise ValueError(f"the {name} labels must have shape [N] (one class id per example), got {y.shape}")
     integral = np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_
@@ -63,6 +68,107 @@ def check_targets(name: str, y: np.ndarray, loss: Loss, num_classes: int | None)
                 + (". Binary losses need 0/1 labels." if loss.task == BINARY else "")
             )
     return y
+
+
+def _looks_one_hot(y: np.ndarray) -> bool:
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        return False
+    values = y.astype(np.float64, copy=False)
+    return bool(np.isin(values, (0.0, 1.0)).all() and (values.sum(axis=1) == 1).all())
+
+
+class DataWarning(UserWarning):
+    """Data that trains, but almost surely not as intended (unnormalized inputs, more outputs than classes)."""
+
+
+#: Inputs whose 99th percentile of |x| is above this are far outside the range of normalized data (standardized
+#: features have ~2.6 there, [0, 1]-scaled pixels at most 1); raw pixels (255) or raw digits counts (16) are not.
+UNNORMALIZED_LIMIT = 10.0
+# Values looked at to estimate that percentile: enough for a stable estimate, cheap on 60k x 784 images.
+_SCALE_SAMPLE = 100_000
+
+
+def scale_problem(name: str, x: np.ndarray) -> str | None:
+    """What looks wrong with the scale of raw inputs x [N, ...] given as arrays, or None if they look normalized."""
+    x = np.asarray(x)
+    if x.size == 0 or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        return None
+    flat = x.reshape(-1)
+    sample = flat[:: max(1, flat.size // _SCALE_SAMPLE)]
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(sample).all():
+        return None  # as_split reports NaN/Inf with a better message
+    low, high = sample.min().item(), sample.max().item()
+    integer = np.issubdtype(x.dtype, np.integer)
+    large = float(np.percentile(np.abs(sample.astype(np.float64)), 99)) > UNNORMALIZED_LIMIT
+    if not (integer and high - low > 1) and not large:
+        return None
+    kind = f"integers ({x.dtype})" if integer else f"{x.dtype} values"
+    return f"the {name} inputs are {kind} in [{low:g}, {high:g}]"
+
+
+def warn_unnormalized(problems: list[str]) -> None:
+    """One warning for every split whose inputs look unnormalized, with the fix."""
+    if problems:
+        warnings.warn(
+            "; ".join(problems) + ". Networks train poorly on unnormalized inputs (e.g. at chance with SGD). "
+            "Scale them (x / 255 for 8-bit images) or standardize them with statistics of the training split; "
+            "dlfund.data.from_arrays(x, y) splits and normalizes them for you, and records the normalization "
+            "for inference.",
+            DataWarning,
+            stacklevel=3,
+        )
+
+
+def integral_labels(y: np.ndarray) -> np.ndarray | None:
+    """y [N] as int64 class ids when it is a vector of whole numbers; None otherwise (check_targets says why)."""
+    y = np.asarray(y)
+    if y.ndim != 1 or y.size == 0 or not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        return None
+    integral = np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_
+    if not integral and (not np.isfinite(y).all() or not np.all(y == np.round(y))):
+        return None
+    return y.astype(np.int64)
+
+
+def check_outputs_fit_labels(out_shape: tuple[int, ...], loss: Loss, labels: dict[str, np.ndarray]) -> None:
+    """With array data (no dataset says how many classes there are), the model's outputs must cover the labels.
+
+    Args:
+      out_shape: the model's output shape for a batch, e.g. (2, 10).
+      loss: the training loss.
+      labels: split name -> integer labels [N] (already checked to be integral).
+    Raises:
+      ValueError: a label the model cannot output, phrased as a model error (it is the model that is too small).
+    Warns:
+      DataWarning: a multiclass model with more outputs than the labels need.
+    """
+    if not loss.is_classification or not labels:
+        return
+    one_output = loss.task == BINARY or len(out_shape) == 1 or out_shape[-1] == 1
+    num_classes = 2 if one_output else int(out_shape[-1])
+    highest = max(int(np.max(y)) for y in labels.values())
+    lowest = min(int(np.min(y)) for y in labels.values())
+    if lowest < 0:
+        return  # a label error, which check_targets reports
+    if highest >= num_classes:
+        if one_output:
+            raise ValueError(
+                f"the model is a binary classifier (one score per example, loss {loss.name!r}) but the labels go up to "
+                f"{highest}: for {highest + 1} classes build it with num_classes={highest + 1} and train with "
+                "softmax cross-entropy"
+            )
+        raise ValueError(
+            f"the model has {num_classes} outputs but the labels go up to {highest}: build it with "
+            f"num_classes={highest + 1}"
+        )
+    if not one_output and num_classes > 2 and num_classes > highest + 1:
+        warnings.warn(
+            f"the model has {num_classes} outputs but the labels seen go only up to {highest} ({highest + 1} "
+            f"classes); if there are {highest + 1} classes, build it with num_classes={highest + 1} (the extra "
+            "outputs only learn never to be chosen, and macro metrics count their classes)",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -101,6 +207,32 @@ def check_model_input(model: Any, example_shape: tuple[int, ...]) -> None:
     check = getattr(model, "check_input", None)
     if check is not None:
         check(tuple(example_shape))
+
+
+def check_batched_input(model: Any, x_shape: tuple[int, ...]) -> None:
+    """Like :func:`check_model_input` for a whole batch x [N, ...]; a single example gets "add a batch axis".
+
+    Raises:
+      ValueError: the examples do not fit the model; when x itself is one example that fits, the message says to
+        add a batch axis (``x[None]``) instead of advising another model.
+    """
+    check = getattr(model, "check_input", None)
+    if check is None:
+        return
+    x_shape = tuple(x_shape)
+    try:
+        if not x_shape:
+            raise ValueError(f"inputs must have a leading example axis, got a scalar of shape {x_shape}")
+        check(x_shape[1:])
+    except ValueError as error:
+        try:
+            check(x_shape)
+        except ValueError:
+            raise error from None
+        raise ValueError(
+            f"x has shape {x_shape}, which is one example for this model, not a batch: add a batch axis, "
+            f"x[None] (shape {(1, *x_shape)}), or pass several examples [N, {', '.join(map(str, x_shape))}]"
+        ) from None
 
 
 def check_batch(name: str, loss: Loss, num_classes: int | None, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -181,6 +181,7 @@ def evaluate(
     else:
         x, y = checks.as_split("evaluation", split)
         example_shape, num_examples = x.shape[1:], len(x)
+        checks.check_batched_input(model, x.shape)
     checks.check_model_input(model, example_shape)
     num_classes = classes_from_outputs(objective, output_shape(state, example_shape))
     if metrics is None:
@@ -205,13 +206,42 @@ def evaluate(
 
 
 def predict(model: nnx.Module, x: Any, *, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
-    """Model outputs (logits for classifiers) for every example of x [N, ...], in eval mode: [N, ...]."""
+    """Model outputs (logits for classifiers) for every example of x [N, ...], in eval mode: [N, ...].
+
+    ``x`` must already be in the model's input form (normalized as in training); for raw inputs use the run's
+    :meth:`dlfund.Run.predict`, which applies the recorded normalization.
+
+    Raises:
+      ValueError: examples that do not fit the model; a single example (no batch axis) is told to use ``x[None]``.
+    """
     x = np.asarray(x, np.float32)
-    checks.check_model_input(model, x.shape[1:])
+    checks.check_batched_input(model, x.shape)
+    if len(x) == 0:
+        raise ValueError("x holds no examples (shape [0, ...]); there is nothing to predict")
     state = eval_state(model)
     return np.asarray(
         _predict_arrays(state, x, batch_size=min(checks.check_positive_int("batch_size", batch_size), len(x)))
     )
+
+
+def predict_classes(model: nnx.Module, x: Any, *, loss: Any = None, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+    """Predicted class ids int32 [N] for already-normalized inputs x [N, ...], in eval mode.
+
+    The rule is the loss's (argmax of the logits for softmax cross-entropy, score > 0 for binary losses).
+
+    Args:
+      model: a classifier.
+      x: [N, ...] inputs in the model's input form (for raw inputs use :meth:`dlfund.Run.predict_classes`).
+      loss: the loss the model was trained with; default: the model's ``default_loss``.
+      batch_size: rows per compiled batch.
+    Raises:
+      ValueError: a regression model, or examples that do not fit the model (see :func:`predict`).
+    """
+    objective = losses_lib.for_model(model, loss)
+    if not objective.is_classification:
+        raise ValueError(f"the {objective.name!r} loss is a regression loss: there are no classes to predict")
+    outputs = predict(model, x, batch_size=batch_size)
+    return np.asarray(objective.predict(jnp.asarray(outputs)), np.int32)
 
 
 def _to_python(value: Any) -> Any:

@@ -31,7 +31,8 @@ from dlfund.train.evaluation import (
     output_shape,
 )
 from dlfund.train.execution import STRATEGIES, StreamData, choose_strategy
-from dlfund.train.run import RunDirectoryError, RunRecorder, describe_model
+from dlfund.train.interrupts import InterruptGuard, TrainingInterrupted, newest_checkpoint, quiet_absl
+from dlfund.train.run import RunDirectoryError, RunRecorder, describe_data, describe_model
 from dlfund.train.state import TrainState, create_train_state
 
 # Streams derived from the seed: one for the state (dropout), one for the data order.
@@ -67,10 +68,38 @@ class FitResult:
     epoch_seconds: list[float]
     config: dict[str, Any]
 
+    def __repr__(self) -> str:
+        """A few lines (a notebook cell ending in ``result`` shows them): epochs, best, stop reason, metrics."""
+        restored = ", weights restored" if self.history.restored_best else ""
+        best = "" if self.best_epoch is None else f" (best {self.best_epoch}{restored})"
+        lines = [
+            f"FitResult({type(self.model).__name__}, {len(self.history)} epochs{best}, execution={self.execution!r}, "
+            f"{sum(self.epoch_seconds):.2f} s)"
+        ]
+        rows = {"last epoch": self.history.last()}
+        if self.best_epoch is not None and self.best_epoch != rows["last epoch"].get("epoch"):
+            rows[f"best epoch {self.best_epoch}"] = next(
+                (r for r in self.history.rows if r.get("epoch") == self.best_epoch), {}
+            )
+        for label, row in rows.items():
+            values = [f"{k}={v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, float)]
+            if values:
+                lines.append(f"  {label}: {', '.join(values)}")
+        if self.stop_reason:
+            reason = self.stop_reason if len(self.stop_reason) <= 200 else self.stop_reason[:197] + "..."
+            lines.append(f"  stopped: {reason}")
+        lines.append("  fields: model, history, best_epoch, state, stop_reason, execution, epoch_seconds, config")
+        return "\n".join(lines)
+
+
+def _is_dataset(data: Any) -> bool:
+    """A Dataset, or the SplitReaders of open_splits: splits that know their classes and normalization."""
+    return hasattr(data, "train") and hasattr(data, "num_classes")
+
 
 def _split_data(data: Any, validation_data: Any) -> tuple[Any, Any, int | None]:
     """(train split, validation split or None, dataset num_classes or None); a split is a pair or a reader."""
-    if hasattr(data, "train") and hasattr(data, "num_classes"):  # a Dataset, or SplitReaders from open_splits
+    if _is_dataset(data):
         val = validation_data if validation_data is not None else getattr(data, "val", None)
         if val is not None and _num_examples(val) == 0:  # loaded with val_fraction=0
             val = None
@@ -220,6 +249,19 @@ def fit(
     if isinstance(optimizer, str):
         learning_rate = checks.check_learning_rate(learning_rate)
     train_split, val_split, dataset_classes = _split_data(data, validation_data)
+    # Arrays the user gave directly (not a Dataset's, which are normalized): check that they look normalized.
+    given_as_arrays = [("train", train_split)] if not _is_dataset(data) else []
+    if val_split is not None and (validation_data is not None or not _is_dataset(data)):
+        given_as_arrays.append(("validation", val_split))
+    checks.warn_unnormalized(
+        [
+            problem
+            for name, split in given_as_arrays
+            if isinstance(split, (tuple, list))
+            and len(split) == 2
+            and (problem := checks.scale_problem(name, np.asarray(split[0]))) is not None
+        ]
+    )
     train_data = _Split.of("train", train_split)
     val_data = _Split.of("validation", val_split) if val_split is not None else None
     example_shape = train_data.example_shape
@@ -251,7 +293,20 @@ def fit(
     if state.augment is not None:
         state.augment.validate(example_shape)
     objective_loss = state.objective.loss
-    num_classes = classes_from_outputs(objective_loss, output_shape(state, example_shape))
+    out_shape = output_shape(state, example_shape)
+    num_classes = classes_from_outputs(objective_loss, out_shape)
+    if dataset_classes is None:
+        checks.check_outputs_fit_labels(
+            out_shape,
+            objective_loss,
+            {
+                split.name: labels
+                for split in (train_data, val_data)
+                if split is not None
+                and split.arrays is not None
+                and (labels := checks.integral_labels(split.arrays[1])) is not None
+            },
+        )
     binary_ok = num_classes == 2 and dataset_classes is not None and dataset_classes <= 2
     if dataset_classes is not None and num_classes not in (None, dataset_classes) and not binary_ok:
         raise ValueError(
@@ -298,7 +353,11 @@ def fit(
         recorder = RunRecorder(
             run_dir,
             config=config,
-            extra={"model": describe_model(model), **(run_info or {})},
+            extra={
+                "model": describe_model(model),
+                "data": describe_data(data, example_shape, num_classes),
+                **(run_info or {}),
+            },
             resume=resume,
             checkpoint_every=checkpoint_every,
             keep=checks.check_positive_int("keep_checkpoints", keep_checkpoints),
@@ -380,86 +439,108 @@ def _train(
         range(first_epoch, epochs + 1), desc="fit", unit="epoch", disable=not progress, leave=True,
         initial=first_epoch - 1, total=epochs,
     )  # fmt: skip
-    try:
-        for epoch in bar:
-            start = time.perf_counter()
-            result = run_epoch(
-                state, train, jax.random.fold_in(order_root, epoch), batch_size=batch_size, metrics=metrics
-            )
-            state = result.state
-            values, measurements, halted = jax.device_get((result.metrics, result.measurements, result.halted))
-            if halted:
-                bad = int(np.argmin(np.isfinite(measurements["loss"]) & np.isfinite(measurements["grad_norm"])))
-                steps = len(measurements["loss"])
-                stop_reason = _nonfinite_message(epoch, bad, steps, int(state.step) + 1, measurements)
-                warnings.warn(stop_reason, NonFiniteLossWarning, stacklevel=3)
-                epoch_seconds.append(time.perf_counter() - start)
-                break
-            row: dict[str, Any] = {"epoch": epoch}
-            row.update({m.name: float(v) for m, v in zip(metrics, values)})
-            if val is not None:
-                val_values = jax.device_get(evaluate_val(state))
-                row.update({f"val_{m.name}": float(v) for m, v in zip(metrics, val_values)})
-            row["learning_rate"] = float(measurements["learning_rate"][-1])
-            history.append(row)
-            epoch_seconds.append(time.perf_counter() - start)
-            bar.set_postfix(
-                {k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "learning_rate")}, refresh=False
-            )
-
-            if early_stopping is not None:
-                stopper_state = early_stopping.update(stopper_state, row[early_stopping.monitor], epoch)
-                if int(stopper_state.best_epoch) == epoch and early_stopping.restore_best:
-                    best_weights = jax.tree.map(jnp.copy, (state.params, state.model_state))
-            if stopper_state is not None and bool(stopper_state.stop):
-                stop_reason = _early_stop_message(early_stopping, stopper_state)
-            # Recorded before the callbacks run, so that a callback that raises leaves this epoch on disk.
-            saved = recorder is not None and recorder.epoch_end(
-                epoch, row, state, stopper_state, best_weights, last=epoch == epochs or stop_reason is not None
-            )
-            # Every callback sees every epoch, also after one of them asked to stop.
-            if any([bool(c.on_epoch_end(epoch, dict(row), state)) for c in callbacks]):
-                stop_reason = stop_reason or f"a callback asked to stop after epoch {epoch}"
-                if recorder is not None and not saved:
-                    recorder.checkpoint(epoch, state, stopper_state, best_weights)
-            if stop_reason is not None:
-                break
-    except RunDirectoryError as error:
-        stop_reason = f"training stopped: {error}. The result returned here holds the trained state in memory."
-        warnings.warn(stop_reason, RuntimeWarning, stacklevel=3)
-        recorder.close(quietly=True)
-        recorder = None
-    except BaseException:
-        if recorder is not None:  # e.g. KeyboardInterrupt: let the checkpoints already started finish
-            recorder.close(quietly=True)
-        raise
-    finally:
-        bar.close()
-
-    best_epoch = _best_epoch(history, early_stopping, stopper_state)
-    params, model_state = best_weights if best_weights is not None else (state.params, state.model_state)
-    # Copies, so that the model never shares buffers with a state that a later compiled step may donate.
-    nnx.update(model, *jax.tree.map(jnp.copy, (params, model_state)))
-    model.eval()
-    fit_result = FitResult(
-        model=model,
-        history=history,
-        best_epoch=best_epoch,
-        state=state,
-        stop_reason=stop_reason,
-        execution=strategy,
-        epoch_seconds=epoch_seconds,
-        config=config,
-    )
-    if recorder is not None:
+    guard = InterruptGuard()
+    with guard.installed():
         try:
-            recorder.finish(model, history)
+            for epoch in bar:
+                start = time.perf_counter()
+                result = run_epoch(
+                    state, train, jax.random.fold_in(order_root, epoch), batch_size=batch_size, metrics=metrics
+                )
+                state = result.state
+                values, measurements, halted = jax.device_get((result.metrics, result.measurements, result.halted))
+                if halted:
+                    bad = int(np.argmin(np.isfinite(measurements["loss"]) & np.isfinite(measurements["grad_norm"])))
+                    steps = len(measurements["loss"])
+                    stop_reason = _nonfinite_message(epoch, bad, steps, int(state.step) + 1, measurements)
+                    warnings.warn(stop_reason, NonFiniteLossWarning, stacklevel=3)
+                    epoch_seconds.append(time.perf_counter() - start)
+                    break
+                row: dict[str, Any] = {"epoch": epoch}
+                row.update({m.name: float(v) for m, v in zip(metrics, values)})
+                if val is not None:
+                    val_values = jax.device_get(evaluate_val(state))
+                    row.update({f"val_{m.name}": float(v) for m, v in zip(metrics, val_values)})
+                row["learning_rate"] = float(measurements["learning_rate"][-1])
+                history.append(row)
+                epoch_seconds.append(time.perf_counter() - start)
+                bar.set_postfix(
+                    {k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "learning_rate")}, refresh=False
+                )
+
+                if early_stopping is not None:
+                    stopper_state = early_stopping.update(stopper_state, row[early_stopping.monitor], epoch)
+                    if int(stopper_state.best_epoch) == epoch and early_stopping.restore_best:
+                        best_weights = jax.tree.map(jnp.copy, (state.params, state.model_state))
+                if stopper_state is not None and bool(stopper_state.stop):
+                    stop_reason = _early_stop_message(early_stopping, stopper_state)
+                # Recorded before the callbacks run, so that a callback that raises leaves this epoch on disk.
+                with guard.protect():
+                    saved = recorder is not None and recorder.epoch_end(
+                        epoch, row, state, stopper_state, best_weights, last=epoch == epochs or stop_reason is not None
+                    )
+                # Every callback sees every epoch, also after one of them asked to stop.
+                if any([bool(c.on_epoch_end(epoch, dict(row), state)) for c in callbacks]):
+                    stop_reason = stop_reason or f"a callback asked to stop after epoch {epoch}"
+                    if recorder is not None and not saved:
+                        with guard.protect():
+                            recorder.checkpoint(epoch, state, stopper_state, best_weights)
+                if stop_reason is not None:
+                    break
         except RunDirectoryError as error:
-            fit_result.stop_reason = f"{stop_reason + '; ' if stop_reason else ''}{error}"
-            warnings.warn(str(error), RuntimeWarning, stacklevel=2)
-    for callback in callbacks:
-        callback.on_train_end(fit_result)
-    return fit_result
+            stop_reason = f"training stopped: {error}. The result returned here holds the trained state in memory."
+            warnings.warn(stop_reason, RuntimeWarning, stacklevel=3)
+            recorder.close(quietly=True)
+            recorder = None
+        except KeyboardInterrupt as interrupt:
+            bar.close()
+            done = len(history)
+            saved_epoch = None
+            if recorder is not None:  # let the checkpoint being written finish, without Orbax's thread noise
+                with quiet_absl():
+                    recorder.close(quietly=True)
+                saved_epoch = newest_checkpoint(recorder.run_dir)
+            raise TrainingInterrupted(done, saved_epoch, None if recorder is None else recorder.run_dir) from interrupt
+        except BaseException:
+            if recorder is not None:  # let the checkpoints already started finish
+                recorder.close(quietly=True)
+            raise
+        finally:
+            bar.close()
+
+        best_epoch = _best_epoch(history, early_stopping, stopper_state)
+        history.selected_epoch, history.restored_best = best_epoch, best_weights is not None
+        params, model_state = best_weights if best_weights is not None else (state.params, state.model_state)
+        # Copies, so that the model never shares buffers with a state that a later compiled step may donate.
+        nnx.update(model, *jax.tree.map(jnp.copy, (params, model_state)))
+        model.eval()
+        fit_result = FitResult(
+            model=model,
+            history=history,
+            best_epoch=best_epoch,
+            state=state,
+            stop_reason=stop_reason,
+            execution=strategy,
+            epoch_seconds=epoch_seconds,
+            config=config,
+        )
+        if recorder is not None:
+            outcome = {
+                "epochs_run": len(history),
+                "epochs": epochs,
+                "best_epoch": best_epoch,
+                "restored_best": best_weights is not None,
+                "stop_reason": stop_reason,
+            }
+            try:
+                with guard.protect():
+                    recorder.finish(model, history, outcome)
+            except RunDirectoryError as error:
+                fit_result.stop_reason = f"{stop_reason + '; ' if stop_reason else ''}{error}"
+                warnings.warn(str(error), RuntimeWarning, stacklevel=2)
+        for callback in callbacks:
+            callback.on_train_end(fit_result)
+        return fit_result
 
 
 def _early_stop_message(early_stopping: EarlyStopping, stopper_state) -> str:

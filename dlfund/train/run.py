@@ -9,6 +9,7 @@ Layout (``fit(..., run_dir=DIR)`` writes it; ``dlfund train`` adds ``metrics.jso
     DIR/checkpoints/<epoch>/ Orbax checkpoints: model, optimizer, step, PRNG key, early stopping, history
     DIR/loss_curve.png       train vs validation loss;  DIR/metrics.png: the metric curves
     DIR/weights.safetensors  the final (or best) weights, for dlfund.load_model / load_weights
+    DIR/result.json          written last, when the run ends: epochs run, best epoch, stop reason
 
 Every file is written atomically or appended line by line; a failure to write (read-only or full disk) raises
 :class:`RunDirectoryError`, which ``fit`` turns into a stop with the in-memory result intact.
@@ -36,6 +37,8 @@ HISTORY_CSV = "history.csv"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 WEIGHTS_FILE = "weights.safetensors"
+RESULT_FILE = "result.json"
+METRICS_FILE = "metrics.json"
 
 
 class RunDirectoryError(OSError):
@@ -77,6 +80,33 @@ def describe_model(model) -> dict[str, Any]:
     return {"class": type(model).__name__, "config": dict(getattr(model, "config_items", ())) or None}
 
 
+def describe_data(data: Any, example_shape: tuple[int, ...], num_classes: int | None) -> dict[str, Any]:
+    """What inference on new raw inputs needs: input shape, class names and the input normalization.
+
+    A :class:`dlfund.data.Dataset` (or ``SplitReaders``) knows its normalization and class names; for ``(x, y)``
+    arrays the inputs are recorded as used as given (``normalization: None``) and the classes are named by id.
+    """
+    normalization = getattr(data, "normalization", None)
+    if normalization is not None and hasattr(data, "num_classes"):
+        target = getattr(data, "target_normalization", None)
+        return {
+            "name": getattr(data, "name", None),
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes,
+            "class_names": list(data.class_names),
+            "normalization": normalization.to_dict(),
+            "target_normalization": None if target is None else target.to_dict(),
+        }
+    return {
+        "name": None,
+        "input_shape": list(example_shape),
+        "num_classes": num_classes,
+        "class_names": [] if num_classes is None else [str(i) for i in range(num_classes)],
+        "normalization": None,
+        "target_normalization": None,
+    }
+
+
 def differing_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
     """Dotted paths where two JSON-like configurations differ."""
     if isinstance(saved, dict) and isinstance(current, dict):
@@ -88,6 +118,9 @@ def differing_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
 # How an epoch runs and where the data sits are chosen per machine; they compute the same training up to float
 # rounding (loop and stream bit for bit), so a run may resume on a machine that chooses differently.
 _NOT_COMPARED = ("execution", "data_placement")
+# A resumed run may be given more epochs than it was started with (it is extended); a schedule sized for the run
+# length is then sized for the new one.
+_EXTENDABLE = ("epochs", "optimizer.total_steps")
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +191,7 @@ class RunRecorder:
             recorded = json.loads(config_path.read_text())
             saved = {"fit": _comparable(recorded.get("fit", {})), "model": recorded.get("model")}
             current = {"fit": _comparable(self.config), "model": self.extra.get("model")}
-            differ = differing_keys(saved, current)
+            differ = [k for k in differing_keys(saved, current) if k.removeprefix("fit.") not in _EXTENDABLE]
             if differ:
                 raise ValueError(
                     f"{self.run_dir} belongs to a run with a different configuration, so it cannot be resumed; "
@@ -184,6 +217,12 @@ class RunRecorder:
         epochs_done, stopper_state, best_weights = 0, early_stopping.init() if early_stopping else None, None
         if restored is not None:
             epochs_done, items, meta = restored
+            if epochs_done > self.config["epochs"]:
+                self.close(quietly=True)
+                raise ValueError(
+                    f"{self.run_dir} already holds {epochs_done} epochs, more than epochs={self.config['epochs']}; "
+                    f"resume it with epochs >= {epochs_done} (or as it was configured)"
+                )
             model, training = items["model"], items["training"]
             state = state.replace(
                 params=model["params"],
@@ -201,6 +240,8 @@ class RunRecorder:
         return state, epochs_done, self._history, stopper_state, best_weights
 
     def _open_outputs(self, epochs_done: int) -> None:
+        # The outcome of a finished run is written anew when this one ends; until then the run is unfinished.
+        (self.run_dir / RESULT_FILE).unlink(missing_ok=True)
         io_lib.write_json(self.run_dir / CONFIG_FILE, {"fit": self.config, **self.extra, "environment": environment()})
         # The history is the checkpoint's: epochs logged after the last checkpoint are redone, so drop them.
         io_lib.write_text(self.run_dir / HISTORY_JSONL, "".join(json.dumps(r) + "\n" for r in self._history.rows))
@@ -248,18 +289,20 @@ class RunRecorder:
 
     # --- the end ------------------------------------------------------------------------------------------------
 
-    def finish(self, model, history: History) -> None:
-        """Final files: history table, plots, weights; waits for pending checkpoints."""
+    def finish(self, model, history: History, outcome: dict[str, Any]) -> None:
+        """Final files: history table, plots, weights, ``result.json`` (``outcome``); waits for pending
+        checkpoints. ``result.json`` is written last: a folder that has it holds a finished run."""
         from dlfund.weights import save_weights
 
         def final():
             history.to_csv(self.run_dir / HISTORY_CSV)
             history.save_plots(self.run_dir)
             save_weights(self.run_dir / WEIGHTS_FILE, model)
+            self.store.wait()
+            io_lib.write_json(self.run_dir / RESULT_FILE, outcome)
 
         try:
             self._write(final)
-            self._write(self.store.wait)
         finally:
             self.close()
 
@@ -294,17 +337,29 @@ def _tag(column: str) -> str:
 
 
 def _rebuild(description: dict[str, Any], source: str):
+    """The model a run folder or weights file describes: a registered dlfund class and its own arguments only."""
+    import inspect
+
     from flax import nnx
 
-    from dlfund import models
+    from dlfund.models import MODEL_CLASSES
 
-    cls = getattr(models, str(description.get("class")), None)
-    config = description.get("config")
-    if cls is None or not isinstance(cls, type) or config is None:
+    name, config = description.get("class"), description.get("config")
+    cls = MODEL_CLASSES.get(str(name))
+    if cls is None or config is None:
         raise ValueError(
-            f"{source} holds a {description.get('class')!r}, which load_model cannot rebuild (it rebuilds dlfund's "
-            "own models from their recorded arguments); build the model yourself and call "
+            f"{source} holds a {name!r}, which load_model cannot rebuild (it rebuilds dlfund's own models from "
+            f"their recorded arguments: {', '.join(MODEL_CLASSES)}); build the model yourself and call "
             "dlfund.load_weights(path, model)"
+        )
+    if not isinstance(config, dict):
+        raise ValueError(f"{source}: the recorded arguments of {name} must be a mapping, got {type(config).__name__}")
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "rngs"}
+    unknown = sorted(set(config) - accepted)
+    if unknown:
+        raise ValueError(
+            f"{source}: {name} has no argument(s) {', '.join(map(repr, unknown))}, so this record was not written by "
+            f"dlfund for this model (or was edited); {name} takes {', '.join(sorted(accepted))}"
         )
     if "activation" in config and config["activation"] is None:
         raise ValueError(
@@ -312,7 +367,10 @@ def _rebuild(description: dict[str, Any], source: str):
             "yourself and call dlfund.load_weights(path, model)"
         )
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    return cls(**config, rngs=nnx.Rngs(0))
+    try:
+        return cls(**config, rngs=nnx.Rngs(0))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: cannot rebuild {name} from its recorded arguments: {error}") from error
 
 
 def load_model(path: str | os.PathLike):

@@ -1,0 +1,109 @@
+"""Ctrl-C during ``fit``: the interrupt waits while a run folder is being written, then stops training.
+
+A ``KeyboardInterrupt`` that lands inside Orbax's save (or while it waits for the previous asynchronous save)
+makes Orbax log its worker thread as failed, with a traceback, and can leave a file half written. Python runs
+signal handlers in the main thread between bytecodes, so a handler that only notes the interrupt while the
+folder is being written, and raises it once the write is done, keeps every file whole and the output quiet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from dlfund.train.run import CHECKPOINTS
+
+
+class InterruptGuard:
+    """Defers SIGINT while inside :meth:`protect`; elsewhere it raises ``KeyboardInterrupt`` as usual."""
+
+    def __init__(self):
+        self._depth = 0
+        self._pending = False
+
+    def _handle(self, signum, frame) -> None:
+        if self._depth:
+            self._pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[InterruptGuard]:
+        """Installs the handler for the duration of the block, if Python's own SIGINT handler is in place (in the
+        main thread); a handler someone else installed (a test runner, a web server) is left alone."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is not signal.default_int_handler:
+            yield self
+            return
+        signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    @contextlib.contextmanager
+    def protect(self) -> Iterator[None]:
+        """A block that an interrupt must not cut short; a Ctrl-C during it is raised when it ends."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth and self._pending:
+                self._pending = False
+                raise KeyboardInterrupt
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped ``fit``; pending checkpoints were finished first. It is a ``KeyboardInterrupt``.
+
+    Attributes:
+      epochs_done: epochs that finished before the interrupt.
+      checkpoint_epoch: the newest checkpoint in the run folder (where a resume continues), or None.
+      run_dir: the run folder, or None when ``fit`` wrote none.
+    """
+
+    def __init__(self, epochs_done: int, checkpoint_epoch: int | None, run_dir: os.PathLike | None):
+        self.epochs_done, self.checkpoint_epoch, self.run_dir = epochs_done, checkpoint_epoch, run_dir
+        super().__init__(self.message())
+
+    def message(self, continue_with: str | None = None) -> str:
+        """``interrupted after epoch N; ...`` with how to continue (``continue_with``: the command to show;
+        default: the ``fit`` call)."""
+        text = f"interrupted after epoch {self.epochs_done}"
+        if self.run_dir is None:
+            return text
+        if self.checkpoint_epoch is not None and self.checkpoint_epoch < self.epochs_done:
+            text += f" (the newest checkpoint is of epoch {self.checkpoint_epoch})"
+        elif self.checkpoint_epoch is None:
+            text += " (no checkpoint was saved yet, so a resume starts from the beginning)"
+        how = continue_with or f"dlfund.fit(..., run_dir={os.fspath(self.run_dir)!r}, resume=True)"
+        return f"{text}; continue with {how}"
+
+
+@contextlib.contextmanager
+def quiet_absl():
+    """Silences absl's log (Orbax reports a save thread that an interrupt woke as "failed", at length)."""
+    try:
+        from absl import logging as absl_logging
+    except ImportError:  # pragma: no cover - Orbax depends on absl
+        yield
+        return
+    previous = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(previous)
+
+
+def newest_checkpoint(run_dir: os.PathLike) -> int | None:
+    steps = [int(p.name) for p in Path(run_dir, CHECKPOINTS).glob("*") if p.name.isdigit() and p.is_dir()]
+    return max(steps, default=None)

@@ -1,0 +1,93 @@
+"""Inputs that are almost surely a mistake: unnormalized arrays, one-hot labels, a model too small for the labels."""
+
+import warnings
+
+import numpy as np
+import pytest
+from flax import nnx
+
+import dlfund
+from dlfund.models import MLP
+
+FIT = dict(epochs=1, progress=False)
+
+
+def blobs(n=200, classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, size=n).astype(np.int32)
+    x = rng.normal(size=(n, 6)).astype(np.float32) + y[:, None] * 0.3
+    return x, y
+
+
+def fit_quietly(model, data, **kwargs):
+    """fit, with any DataWarning turned into an error (so a test sees that none was raised)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dlfund.DataWarning)
+        return dlfund.fit(model, data, **{**FIT, **kwargs})
+
+
+def test_integer_images_warn_once_naming_the_split_the_range_and_the_fix():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(64, 4, 4, 1), dtype=np.uint8)
+    y = rng.integers(0, 2, size=64)
+    with pytest.warns(dlfund.DataWarning) as record:
+        dlfund.fit(MLP(16, (8,), 2, rngs=nnx.Rngs(0)), (x, y), validation_data=(x[:16], y[:16]), **FIT)
+    messages = [str(w.message) for w in record if issubclass(w.category, dlfund.DataWarning)]
+    assert len(messages) == 1
+    message = messages[0]
+    assert "the train inputs are integers (uint8) in [0, 255]" in message
+    assert "the validation inputs are integers (uint8)" in message
+    assert "x / 255" in message and "dlfund.data.from_arrays" in message
+    assert record[0].filename == __file__  # points at the user's fit call
+
+
+def test_float_values_far_outside_normalized_ranges_warn():
+    x, y = blobs()
+    with pytest.warns(dlfund.DataWarning, match=r"float64 values in \[-\d+\.?\d*, \d+"):
+        dlfund.fit(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x * 100, y), **FIT)
+
+
+def test_normalized_arrays_and_datasets_do_not_warn():
+    x, y = blobs()
+    fit_quietly(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x, y))
+    # [0, 1] pixels, 0/1 integer features and bool inputs are fine as they are.
+    fit_quietly(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (np.clip(x / 10 + 0.5, 0, 1), y))
+    fit_quietly(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), ((x > 0).astype(np.int64), y))
+    fit_quietly(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x > 0, y))
+    ds = dlfund.data.load("digits")
+    fit_quietly(MLP(64, (8,), 10, rngs=nnx.Rngs(0)), ds)
+
+
+def test_one_hot_labels_are_told_to_use_argmax():
+    x, y = blobs()
+    with pytest.raises(ValueError, match=r"look one-hot encoded \(shape \(200, 10\).*y.argmax\(-1\)"):
+        dlfund.fit(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x, np.eye(10)[y]), **FIT)
+    with pytest.raises(ValueError, match=r"validation labels look one-hot"):
+        dlfund.fit(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x, y), validation_data=(x, np.eye(10)[y]), **FIT)
+
+
+def test_a_model_with_too_few_outputs_is_a_model_error():
+    x, y = blobs()
+    expected = r"the model has 5 outputs but the labels go up to 9: build it with num_classes=10"
+    with pytest.raises(ValueError, match=expected):
+        dlfund.fit(MLP(6, (8,), 5, rngs=nnx.Rngs(0)), (x, y), **FIT)
+    # A validation label beyond the outputs counts too.
+    small = y % 5
+    with pytest.raises(ValueError, match="labels go up to 9"):
+        dlfund.fit(MLP(6, (8,), 5, rngs=nnx.Rngs(0)), (x, small), validation_data=(x, y), **FIT)
+    with pytest.raises(ValueError, match=r"binary classifier \(one score per example.*num_classes=10"):
+        dlfund.fit(MLP(6, (8,), 1, rngs=nnx.Rngs(0)), (x, y), **FIT)
+
+
+def test_negative_labels_stay_a_label_error():
+    x, y = blobs()
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\); found \[-1\]"):
+        dlfund.fit(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x, np.where(y == 0, -1, y)), **FIT)
+
+
+def test_more_outputs_than_classes_seen_warns():
+    x, y = blobs()
+    with pytest.warns(dlfund.DataWarning, match=r"12 outputs but the labels seen go only up to 9 \(10 classes\)"):
+        dlfund.fit(MLP(6, (8,), 12, rngs=nnx.Rngs(0)), (x, y), **FIT)
+    fit_quietly(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x, y))  # exactly enough outputs: no warning
+    fit_quietly(MLP(6, (8,), 2, rngs=nnx.Rngs(0)), (x, (y == 0).astype(np.int32)))

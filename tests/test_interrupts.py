@@ -1,0 +1,205 @@
+"""Ctrl-C during training, finished runs, extending a run, and run folders that must not be trusted blindly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from flax import nnx
+
+import dlfund
+from dlfund import cli
+from dlfund.train.interrupts import InterruptGuard
+
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+
+# A background job of a non-interactive shell (and so a test worker) may inherit SIGINT ignored; a process
+# started from a terminal has Python's own handler, which these children put back first.
+AS_FROM_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)"
+CLI = f"{AS_FROM_A_TERMINAL}; import sys; from dlfund.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_ctrl_c_in_dlfund_train_exits_130_quietly_and_the_run_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-c", CLI, "train", "--epochs", "400", "--patience", "0", "--hidden", "16"]
+    process = subprocess.Popen(
+        [*command, "--run-dir", str(run_dir), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    history = run_dir / "history.jsonl"
+    deadline = time.monotonic() + 240
+    while not (history.exists() and len(history.read_text().splitlines()) >= 3) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == cli.EXIT_INTERRUPTED, err[-3000:]
+    assert out.startswith(f"run folder: {run_dir}")  # printed before training starts
+    assert "interrupted after epoch" in err and f"continue with `dlfund resume {run_dir}`" in err
+    assert "Traceback" not in err and "absl" not in err, err[-3000:]
+    done = len(history.read_text().splitlines())
+    checkpoints = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert checkpoints and checkpoints[-1] == done  # the checkpoint that was pending was finished
+    assert not (run_dir / "result.json").exists()  # not a finished run
+    # The same run continues (shortened so the test stays quick) and finishes.
+    assert cli.main(["resume", str(run_dir), "--epochs", str(done + 1), "--no-progress"]) == 0
+    assert json.loads((run_dir / "result.json").read_text())["epochs_run"] == done + 1
+
+
+SCRIPT = AS_FROM_A_TERMINAL + textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    from flax import nnx
+    import dlfund
+    from dlfund.checkpoint import CheckpointStore
+
+    save = CheckpointStore.save
+    def save_then_interrupt(self, epoch, *args, **kwargs):
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the checkpoint of epoch 2 is being written
+        return save(self, epoch, *args, **kwargs)
+    CheckpointStore.save = save_then_interrupt
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    model = dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0))
+    try:
+        dlfund.fit(model, (x, y), epochs=50, progress=False, run_dir=sys.argv[1])
+    except KeyboardInterrupt as interrupt:
+        print(type(interrupt).__name__, interrupt.epochs_done, interrupt.checkpoint_epoch)
+        print(interrupt)
+    """
+)
+
+
+def test_an_interrupt_during_a_checkpoint_waits_for_it_and_the_api_reraises(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(run_dir)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    lines = done.stdout.splitlines()
+    assert lines[0] == "TrainingInterrupted 2 2", done.stdout + done.stderr[-3000:]
+    assert "dlfund.fit(..., run_dir=" in lines[1] and "resume=True" in lines[1]
+    assert "Traceback" not in done.stderr and "absl" not in done.stderr, done.stderr[-3000:]
+    # The checkpoint that the interrupt waited for is whole: the run resumes from it.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    model = dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0))
+    result = dlfund.fit(model, (x, y), epochs=4, progress=False, run_dir=run_dir, resume=True)
+    assert [row["epoch"] for row in result.history.rows] == [1, 2, 3, 4]
+
+
+def test_the_guard_defers_an_interrupt_to_the_end_of_a_protected_block():
+    guard = InterruptGuard()
+    reached = []
+    with guard.installed():
+        with pytest.raises(KeyboardInterrupt), guard.protect():
+            guard._handle(signal.SIGINT, None)  # what a Ctrl-C does inside the block
+            reached.append("end of block")
+        with pytest.raises(KeyboardInterrupt):
+            guard._handle(signal.SIGINT, None)  # outside a block: at once
+    assert reached == ["end of block"]
+
+
+def problem():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 4)).astype(np.float32)
+    return x, (x[:, 0] + x[:, 1] > 0).astype(np.int32)
+
+
+def test_resume_says_a_finished_run_is_finished_and_leaves_it_alone(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["--epochs", "2", "--hidden", "16", "--patience", "0", "--no-progress"]
+    assert cli.main(["train", *args, "--run-dir", str(run_dir)]) == 0
+    before = {name: (run_dir / name).read_bytes() for name in ("metrics.json", "weights.safetensors", "result.json")}
+    capsys.readouterr()
+    assert cli.main(["resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "is finished (2 of 2 epochs)" in out and f"dlfund resume {run_dir} --epochs N" in out
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def test_resume_with_more_epochs_extends_the_run_as_if_it_had_been_longer(tmp_path, capsys):
+    """With a constant schedule, 3 epochs extended to 5 equal 5 epochs in one go; a cosine schedule is re-sized."""
+    args = ["--hidden", "16", "--patience", "0", "--no-progress", "--schedule", "constant"]
+    assert cli.main(["train", "--epochs", "3", *args, "--run-dir", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert cli.main(["resume", str(tmp_path / "a"), "--epochs", "5", "--no-progress"]) == 0
+    assert "extending from 3 to 5 epochs at the same learning rate" in capsys.readouterr().out
+    assert cli.main(["train", "--epochs", "5", *args, "--run-dir", str(tmp_path / "b")]) == 0
+    extended, straight = (dlfund.load_run(tmp_path / name).history for name in "ab")
+    assert extended == straight and len(extended) == 5
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["fit"]["epochs"] == 5 and config["cli"]["epochs"] == 5
+
+    assert cli.main(["train", "--epochs", "2", "--hidden", "16", "--patience", "0", "--no-progress",
+                     "--run-dir", str(tmp_path / "c")]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert cli.main(["resume", str(tmp_path / "c"), "--epochs", "4", "--no-progress"]) == 0
+    note = capsys.readouterr().out
+    assert "cosine schedule was sized for 2 epochs" in note and "warm restart" in note
+    rates = dlfund.load_run(tmp_path / "c").history["learning_rate"]
+    assert rates[1] < 1e-5 and rates[2] > 1e-4  # the end of the old schedule, then the re-sized one
+
+
+def test_an_early_stopped_run_is_not_extended(tmp_path, capsys):
+    x, y = problem()
+    run_dir = tmp_path / "run"
+    stopper = dlfund.EarlyStopping(monitor="loss", patience=1, min_delta=10.0)  # stops after 2 epochs
+    dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=10, early_stopping=stopper,
+               progress=False, run_dir=run_dir)  # fmt: skip
+    outcome = json.loads((run_dir / "result.json").read_text())
+    assert outcome["epochs_run"] == 2 and outcome["stop_reason"].startswith("early stopping")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["cli"] = {**cli.TrainConfig().to_dict(), "epochs": 10}  # as if dlfund train had written it
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert cli.main(["resume", str(run_dir), "--epochs", "20"]) == 2
+    assert "cannot be extended" in capsys.readouterr().err
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused_before_anything_is_written(tmp_path):
+    x, y = problem()
+    run_dir = tmp_path / "run"
+    settings = dict(progress=False, run_dir=run_dir, schedule="constant")
+    dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=4, **settings)
+    config = (run_dir / "config.json").read_bytes()
+    with pytest.raises(ValueError, match="already holds 4 epochs"):
+        dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=2, resume=True, **settings)
+    assert (run_dir / "config.json").read_bytes() == config and (run_dir / "result.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("description", "message"),
+    [
+        ({"class": "Registry", "config": {"kind": "model"}}, "cannot rebuild"),
+        ({"class": "Model", "config": {}}, "cannot rebuild"),
+        ({"class": "MLP", "config": {"in_features": 64, "hiden": [8]}}, "MLP has no argument"),
+    ],
+)
+def test_load_model_rebuilds_only_registered_models_from_their_own_arguments(tmp_path, description, message):
+    x, y = problem()
+    run_dir = tmp_path / "run"
+    dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=1, progress=False, run_dir=run_dir)
+    os.remove(run_dir / "weights.safetensors")  # rebuilt from config.json and the checkpoint
+    config = json.loads((run_dir / "config.json").read_text())
+    config["model"] = description
+    (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message) as error:
+        dlfund.load_model(run_dir)
+    if "no argument" in message:
+        assert "'hiden'" in str(error.value) and "hidden" in str(error.value)
