@@ -11,6 +11,7 @@ Five lines from data to a trained model::
 """
 
 from dlfund import activations, checkpoint, data, losses, metrics, models, optimizers, regularizers, weights
+from dlfund._version import __version__
 from dlfund.history import History
 from dlfund.train import (
     Callback,
@@ -33,8 +34,6 @@ from dlfund.train.checks import DataWarning
 from dlfund.train.run import load_model
 from dlfund.train.saved_run import Run, load_run
 from dlfund.weights import load_weights, save_weights
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Callback",

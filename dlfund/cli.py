@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import io
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ import tyro
 
 from dlfund.config import TrainConfig
 from dlfund.train.fit import TrainingInterrupted
-from dlfund.train.run import METRICS_FILE
+from dlfund.train.run import CONFIG_FILE, METRICS_FILE, read_outcome
 
 COMMANDS = {
     "train": "train a model on a dataset, write a run folder and evaluate on the test split",
@@ -138,6 +139,16 @@ def _load_dataset(config: TrainConfig, data_dir: str | None = None):
     )
 
 
+def _evaluate(model, split, config: TrainConfig, ds) -> dict[str, Any]:
+    """dlfund.evaluate, plus per-class precision/recall/F1/support for a classifier."""
+    import dlfund
+
+    metrics = dlfund.evaluate(model, split, loss=_loss(config, ds))
+    if "confusion_matrix" in metrics:
+        metrics["per_class"] = dlfund.metrics.per_class_from_confusion(metrics["confusion_matrix"], ds.class_names)
+    return metrics
+
+
 def _loss(config: TrainConfig, ds) -> str | None:
     return config.loss or ("mse" if ds.num_classes is None else None)
 
@@ -183,9 +194,7 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
             },
         },
     )
-    test = dlfund.evaluate(result.model, ds.test, loss=_loss(config, ds))
-    if "confusion_matrix" in test:
-        test["per_class"] = dlfund.metrics.per_class_from_confusion(test["confusion_matrix"], ds.class_names)
+    test = _evaluate(result.model, ds.test, config, ds)
     metrics = {
         "test": test,
         "best_epoch": result.best_epoch,
@@ -193,9 +202,6 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
         "stop_reason": result.stop_reason,
         "train_seconds": round(sum(result.epoch_seconds), 3),
     }
-    if resume and not result.epoch_seconds and (run_dir / METRICS_FILE).exists():
-        print(_summary(run_dir, test, result), flush=True)  # the run had already finished: keep its record
-        return json.loads((run_dir / METRICS_FILE).read_text())
     if ds.num_classes is None:
         # A one-series forecasting task (e.g. sines): report the naive baseline next to the model.
         with contextlib.suppress(ValueError):
@@ -211,24 +217,22 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return _fit(config, run_dir, resume=False, progress=config.progress)
 
 
-def _run_config(run_dir: str | Path) -> TrainConfig:
-    path = Path(run_dir) / "config.json"
+def _record(run_dir: str | Path) -> dict[str, Any]:
+    """The run folder's config.json."""
+    path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a dlfund run folder (no config.json)")
-    recorded = json.loads(path.read_text()).get("cli")
+        raise FileNotFoundError(f"{run_dir} is not a dlfund run folder (no {CONFIG_FILE})")
+    return json.loads(path.read_text())
+
+
+def _run_config(run_dir: str | Path) -> TrainConfig:
+    recorded = _record(run_dir).get("cli")
     if recorded is None:
         raise ValueError(
             f"{run_dir} was written by dlfund.fit from Python, not by 'dlfund train'; resume it with "
             "dlfund.fit(..., run_dir=..., resume=True) and the same arguments"
         )
     return TrainConfig.from_dict(recorded)
-
-
-def _read_outcome(run_dir: Path) -> dict[str, Any] | None:
-    from dlfund.train.run import RESULT_FILE
-
-    path = run_dir / RESULT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _extension_note(fit_config: dict[str, Any], new_epochs: int) -> str:
@@ -265,8 +269,8 @@ def resume(args: ResumeArgs) -> dict[str, Any] | None:
     """
     run_dir = Path(args.run_dir)
     config = _run_config(run_dir)
-    outcome = _read_outcome(run_dir)
-    recorded_fit = json.loads((run_dir / "config.json").read_text()).get("fit", {})
+    outcome = read_outcome(run_dir)
+    recorded_fit = _record(run_dir).get("fit", {})
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
     if outcome is not None:
@@ -281,8 +285,8 @@ def resume(args: ResumeArgs) -> dict[str, Any] | None:
             return None
         if outcome.get("stop_reason"):
             raise ValueError(
-                f"{run_dir} stopped before its last epoch ({outcome['stop_reason']}), so it cannot be extended: "
-                "it would stop again at once. Start a new run (dlfund train ...) with the settings you want"
+                f"{run_dir} stopped ({outcome['stop_reason']}), so it cannot be extended: it would stop again at "
+                "once. Start a new run (dlfund train ...) with the settings you want"
             )
     if args.epochs is not None and args.epochs != config.epochs:
         if args.epochs > recorded_fit.get("epochs", config.epochs) and "optimizer" in recorded_fit:
@@ -301,9 +305,7 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
     if args.split not in splits:
         raise ValueError(f"unknown split {args.split!r}; the dataset has {', '.join(splits)}")
     x, y = splits[args.split]
-    metrics = dlfund.evaluate(dlfund.load_model(args.run_dir), (x, y), loss=_loss(config, ds))
-    if "confusion_matrix" in metrics:
-        metrics["per_class"] = dlfund.metrics.per_class_from_confusion(metrics["confusion_matrix"], ds.class_names)
+    metrics = _evaluate(dlfund.load_model(args.run_dir), (x, y), config, ds)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return metrics
@@ -339,13 +341,18 @@ def _read_inputs(path: Path, run) -> tuple[Any, list[str]]:
     from dlfund.data.folders import image_files, read_images
 
     if path.is_dir():
+        # Image files hold 8-bit pixels. They are the run's raw inputs only when its dataset stored 8-bit pixels
+        # (scaled by 1/255: image folders, MNIST, CIFAR); any other unit (digits' ink counts 0..16, arrays given
+        # as they were) would be a guess.
+        scale = None if run.normalization is None else run.normalization.scale
+        if scale is None or not math.isclose(scale, 1 / 255):
+            units = "arrays used as given" if scale is None else f"values scaled by {scale:g}, not 1/255"
+            raise ValueError(
+                f"{run.path} was not trained on 8-bit images ({units}), so image files cannot be mapped to its "
+                "inputs; pass a .npy file of raw inputs in the units it was trained on"
+            )
         files = image_files(path)
-        pixels = read_images(files, tuple(run.input_shape))
-        # Images are 8-bit pixels; a run's raw inputs are in its dataset's stored units (x_raw * scale is in
-        # [0, 1] for image datasets), so pixels / 255 are brought to those units.
-        scale = run.normalization.scale if run.normalization is not None else 1 / 255
-        x = pixels.astype(np.float32) / np.float32(255 * scale)
-        return x, [os.fspath(f.relative_to(path)) for f in files]
+        return read_images(files, tuple(run.input_shape)), [os.fspath(f.relative_to(path)) for f in files]
     if path.suffix != ".npy":
         raise ValueError(f"INPUT must be a .npy file or a folder of images, got {path}")
     if not path.is_file():
@@ -368,20 +375,27 @@ def predict(args: PredictArgs) -> list[dict[str, Any]]:
 
     run = dlfund.load_run(args.run_dir)
     x, labels = _read_inputs(Path(args.input), run)
-    outputs = run.predict(x)
     rows: list[dict[str, Any]] = []
     if run.num_classes is None:
-        rows = [{"input": label, "prediction": float(np.ravel(v)[0])} for label, v in zip(labels, outputs)]
+        rows = [{"input": label, "prediction": float(np.ravel(v)[0])} for label, v in zip(labels, run.predict(x))]
+    elif run.loss.link is None:  # a margin loss (perceptron, hinge): classes, no probabilities
+        rows = [
+            {"input": label, "class": int(c), "class_name": run.class_names[c]}
+            for label, c in zip(labels, run.predict_classes(x))
+        ]
     else:
-        classes, confidence = top_probabilities(outputs)
-        for label, c, p, probs in zip(labels, classes, confidence, outputs):
+        probabilities = run.predict(x)
+        classes, confidence = top_probabilities(probabilities)
+        for label, c, p, probs in zip(labels, classes, confidence, probabilities):
             row = {"input": label, "class": int(c), "class_name": run.class_names[c], "probability": float(p)}
             row.update({f"p_{name}": float(q) for name, q in zip(run.class_names, probs)})
             rows.append(row)
     shown = rows[: max(args.show, 0)]
     for row in shown:
-        if "class" in row:
+        if "probability" in row:
             print(f"{row['input']}: {row['class_name']} (class {row['class']}, p={row['probability']:.3f})")
+        elif "class" in row:
+            print(f"{row['input']}: {row['class_name']} (class {row['class']})")
         else:
             print(f"{row['input']}: {row['prediction']:.6g}")
     if len(rows) > len(shown):

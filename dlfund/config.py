@@ -25,7 +25,11 @@ class TrainConfig:
     """Every option of ``dlfund train``; the defaults reproduce the README's main job."""
 
     model: str = _field("mlp", f"model: {', '.join(MODELS.names())}")
-    dataset: str = _field("digits", f"dataset: {', '.join(DATASETS.names())} (the first six are offline)")
+    dataset: str = _field(
+        "digits",
+        f"dataset, offline: {', '.join(n for n in DATASETS.names() if not DATASETS.get(n).downloads)}; downloaded "
+        f"once: {', '.join(n for n in DATASETS.names() if DATASETS.get(n).downloads)}",
+    )
     epochs: int = _field(40, "passes over the training set (early stopping may end sooner)")
     batch_size: int = _field(32, "examples per optimizer step; 32 gives many updates per epoch on small data")
     learning_rate: float = _field(1e-3, "peak learning rate (1e-3: Adam's published default)")

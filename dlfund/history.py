@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from dlfund import io as io_lib
+from dlfund import plotting
 
 # Rows a summary shows in full; a longer history shows its first and last 3 (and its best epoch).
 _SHOWN_ROWS = 8
@@ -96,15 +97,11 @@ class History:
 
         In Jupyter, the returned figure is displayed; elsewhere call ``fig.savefig(...)``.
         """
-        from dlfund.plotting import history_figure
-
-        return history_figure(self, metrics=metrics, figsize=figsize, pyplot=True)
+        return plotting.history_figure(self, metrics=metrics, figsize=figsize, pyplot=True)
 
     def save_plots(self, directory: str | os.PathLike, metrics: Sequence[str] | None = None) -> list[str]:
         """Writes ``loss_curve.png`` (and ``metrics.png`` when there are metrics) into ``directory``."""
-        from dlfund.plotting import save_history_plots
-
-        return save_history_plots(self, directory, metrics=metrics)
+        return plotting.save_history_plots(self, directory, metrics=metrics)
 
     def _shown_rows(self) -> list[dict[str, Any] | None]:
         """The rows a summary shows: all of a short history; the first 3, a gap (None) and the last 3 otherwise.

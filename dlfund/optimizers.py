@@ -12,7 +12,8 @@ normalization scales (every parameter with fewer than 2 dimensions). For an L2 p
 see :mod:`dlfund.regularizers`.
 
 Because an ``Optimizer`` is a value (equal settings compare equal), a second ``fit`` with the same settings reuses
-the compiled train step instead of compiling again.
+the compiled train step instead of compiling again. The learning rate and weight decay are not compared: they are
+arrays in the optimizer state, so a second ``fit`` with another learning rate reuses the compiled step too.
 """
 
 from __future__ import annotations
@@ -79,7 +80,18 @@ def warmup_cosine(
         decay_steps = _need_total("warmup_cosine", total_steps)
     if warmup_steps is None:
         warmup_steps = max(1, decay_steps // 20)
-    return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, decay_steps, end_value)
+    if not 0 <= warmup_steps < decay_steps:
+        raise ValueError(f"warmup_cosine needs 0 <= warmup_steps < decay_steps, got {warmup_steps} and {decay_steps}")
+    # optax.warmup_cosine_decay_schedule's formula, written out: optax's own compares its peak in Python, so it
+    # cannot take a traced peak (the learning rate lives in the optimizer state, as an array).
+    warmup = optax.linear_schedule(0.0, learning_rate, warmup_steps)
+    cosine_steps = decay_steps - warmup_steps
+
+    def decay(count):
+        progress = jnp.clip(count / cosine_steps, 0.0, 1.0)
+        return end_value + (learning_rate - end_value) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+
+    return optax.join_schedules([warmup, decay], [warmup_steps])
 
 
 def exponential(
@@ -189,29 +201,50 @@ def _check_positive(what: str, value: float) -> None:
         raise ValueError(f"{what} must be a positive number, got {value!r}")
 
 
+#: Hyperparameters that are values in the optimizer state (arrays), not constants of the compiled program.
+TRACED = ("learning_rate", "weight_decay")
+
+
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
     """A named Optax optimizer with its schedule, clipping and decoupled weight decay; hashable by value.
 
-    Build it with :func:`get`. ``tx`` is the Optax transformation; ``learning_rate_at(step)`` the scheduled rate
-    (what the train step reports in its measurements and ``History`` records per epoch).
+    Build it with :func:`get`. ``tx`` is the Optax transformation; ``learning_rate_at(step)`` the scheduled rate.
+
+    The learning rate (the peak of the schedule) and the weight decay are not part of the compiled program: they
+    are arrays in the optimizer state (``optax.inject_hyperparams``), and two optimizers that differ only in them
+    compare equal. So a second ``fit`` with another learning rate reuses the compiled step, and a sweep can give
+    each member its own rate. Whether weights decay at all (``weight_decay > 0``) is part of the program.
     """
 
     name: str
-    learning_rate: float
+    learning_rate: float = dataclasses.field(compare=False)
     schedule: str = "constant"
     total_steps: int | None = None
-    weight_decay: float = 0.0
+    weight_decay: float = dataclasses.field(default=0.0, compare=False)
     clip_norm: float | None = None
     options: tuple[tuple[str, Any], ...] = ()
     schedule_options: tuple[tuple[str, Any], ...] = ()
+    #: whether the program has a weight-decay term (derived from ``weight_decay``; adamw always has one)
+    decays: bool = dataclasses.field(init=False, default=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "decays", self.name == "adamw" or self.weight_decay > 0)
 
     @property
     def tx(self) -> optax.GradientTransformation:
-        return _build_tx(self)
+        """The Optax transformation; its state holds this optimizer's learning rate and weight decay."""
+        return optax.inject_hyperparams(functools.partial(_transformation, self))(
+            learning_rate=self.learning_rate, weight_decay=self.weight_decay
+        )
 
     def learning_rate_at(self, step: jax.Array) -> jax.Array:
-        return _build_schedule(self)(step)
+        """This optimizer's scheduled rate at ``step`` (host or jit; the rate of a state is :meth:`rate`)."""
+        return _schedule(self, self.learning_rate)(step)
+
+    def rate(self, opt_state: Any, step: jax.Array) -> jax.Array:
+        """The rate at ``step`` of the learning rate held in ``opt_state`` (inside the compiled step)."""
+        return _schedule(self, opt_state.hyperparams["learning_rate"])(step)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly description (for configs and logs)."""
@@ -227,24 +260,25 @@ class Optimizer:
         }
 
 
-@functools.lru_cache(maxsize=256)
-def _build_schedule(opt: Optimizer) -> Schedule:
-    return SCHEDULES.get(opt.schedule)(opt.learning_rate, opt.total_steps, **dict(opt.schedule_options))
+def _schedule(opt: Optimizer, peak: Any) -> Schedule:
+    """The optimizer's schedule with peak rate ``peak`` (a float, or a traced array)."""
+    return SCHEDULES.get(opt.schedule)(peak, opt.total_steps, **dict(opt.schedule_options))
 
 
-@functools.lru_cache(maxsize=256)
-def _build_tx(opt: Optimizer) -> optax.GradientTransformation:
-    schedule = _build_schedule(opt)
+def _transformation(opt: Optimizer, learning_rate: jax.Array, weight_decay: jax.Array) -> optax.GradientTransformation:
+    """clip -> optimizer(schedule) -> decoupled decay, for the learning rate and weight decay given (arrays under
+    ``inject_hyperparams``, which rebuilds this inside each update from the values in the state)."""
+    schedule = _schedule(opt, learning_rate)
     options = dict(opt.options)
     parts = []
     if opt.clip_norm is not None:
         parts.append(optax.clip_by_global_norm(opt.clip_norm))
     if opt.name == "adamw":
-        parts.append(optax.adamw(schedule, weight_decay=opt.weight_decay, mask=kernels_only, **options))
+        parts.append(optax.adamw(schedule, weight_decay=weight_decay, mask=kernels_only, **options))
     else:
         parts.append(OPTIMIZERS.get(opt.name)(schedule, **options))
-        if opt.weight_decay:
-            parts.append(decoupled_weight_decay(opt.weight_decay, schedule))
+        if opt.decays:
+            parts.append(decoupled_weight_decay(weight_decay, schedule))
     return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 
@@ -263,6 +297,9 @@ class CustomOptimizer:
     @property
     def tx(self) -> optax.GradientTransformation:
         return self.transformation
+
+    def rate(self, opt_state: Any, step: jax.Array) -> jax.Array:
+        return self.learning_rate_at(step)
 
     def learning_rate_at(self, step: jax.Array) -> jax.Array:
         if self.learning_rate is None:
@@ -305,7 +342,7 @@ def get(
     if isinstance(optimizer, Optimizer):
         if optimizer.total_steps is None and total_steps is not None and optimizer.schedule != "constant":
             optimizer = dataclasses.replace(optimizer, total_steps=int(total_steps))
-        _build_tx(optimizer)  # validate now, not inside a trace
+        _validate(optimizer)
         return optimizer
     if isinstance(optimizer, CustomOptimizer):
         return optimizer
@@ -344,7 +381,13 @@ def get(
         ),
     )
     try:
-        _build_tx(opt)
+        _validate(opt)
     except TypeError as error:  # a schedule option the schedule does not take
         raise ValueError(f"schedule {schedule!r}: {error}") from None
     return opt
+
+
+def _validate(opt: Optimizer) -> None:
+    """Builds the transformation and evaluates the schedule once, so a bad option fails now, not inside a trace."""
+    _transformation(opt, opt.learning_rate, opt.weight_decay)
+    opt.learning_rate_at(0)

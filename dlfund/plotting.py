@@ -1,11 +1,14 @@
-"""Loss and metric curves (train vs validation) from a :class:`dlfund.History`."""
+"""Loss and metric curves (train vs validation) from a per-epoch table such as :class:`dlfund.History`.
+
+This module knows nothing of ``History`` (which uses it to draw itself): it reads any :class:`Curves`.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -15,7 +18,20 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from dlfund.history import History
+
+class Curves(Protocol):
+    """A per-epoch table: column names, one float array per column (NaN where missing), and optionally the
+    epoch to mark as best (``selected_epoch``) and whether its weights were restored (``restored_best``)."""
+
+    @property
+    def columns(self) -> list[str]: ...
+
+    def __getitem__(self, column: str) -> np.ndarray: ...
+
+    def __contains__(self, column: object) -> bool: ...
+
+    def __len__(self) -> int: ...
+
 
 # Columns that are bookkeeping, not curves worth a panel.
 _NOT_METRICS = {
@@ -30,7 +46,7 @@ _NOT_METRICS = {
 }
 
 
-def metric_names(history: History) -> list[str]:
+def metric_names(history: Curves) -> list[str]:
     """Training metrics that have a curve: every column except loss/bookkeeping and the ``val_`` twins."""
     names = []
     for c in history.columns:
@@ -40,7 +56,7 @@ def metric_names(history: History) -> list[str]:
     return names
 
 
-def _draw_pair(ax: Axes, history: History, name: str, ylabel: str) -> None:
+def _draw_pair(ax: Axes, history: Curves, name: str, ylabel: str) -> None:
     epochs = history["epoch"] if "epoch" in history else np.arange(len(history))
     for column, label, style in ((name, "train", "-"), (f"val_{name}", "validation", "--")):
         if column in history and np.any(np.isfinite(history[column])):
@@ -72,7 +88,7 @@ def _figure(ncols: int, figsize: tuple[float, float], pyplot: bool) -> tuple[Fig
 
 
 def history_figure(
-    history: History,
+    history: Curves,
     *,
     metrics: Sequence[str] | None = None,
     figsize: tuple[float, float] = (11, 4),
@@ -91,7 +107,7 @@ def history_figure(
 
 
 def save_history_plots(
-    history: History, directory: str | os.PathLike, *, metrics: Sequence[str] | None = None
+    history: Curves, directory: str | os.PathLike, *, metrics: Sequence[str] | None = None
 ) -> list[str]:
     """Writes ``loss_curve.png`` (train vs validation loss) and, if any, ``metrics.png``; returns the paths."""
     directory = Path(directory)

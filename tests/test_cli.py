@@ -28,6 +28,7 @@ def test_help_lists_commands_and_every_option(capsys):
     flat = " ".join(text.split())  # tyro wraps the help text
     for name in ("transformer", "logistic_regression", "fashion_mnist", "digits_rows", "cifar100"):
         assert name in flat, name
+    assert "offline: breast_cancer, digits, digits_rows, iris, sines, wine; downloaded once: cifar10" in flat
 
 
 def test_overrides_of_each_option_type():

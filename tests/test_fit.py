@@ -1,5 +1,6 @@
 """dlfund.fit / evaluate / predict end to end on tiny problems."""
 
+import os
 import warnings
 
 import jax
@@ -71,6 +72,40 @@ def test_a_second_fit_with_the_same_shapes_does_not_compile_again(blobs):
     result = quiet_fit(small_mlp(2), blobs[0], validation_data=blobs[1], epochs=5)  # new model, other run length
     quiet_fit(result.model, blobs[0], validation_data=blobs[1], epochs=2)  # continue training the same model
     assert (execution._scan_epoch_fast._cache_size(), dlfund.train.evaluate_arrays._cache_size()) == sizes
+
+
+def lr_problem():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 4)).astype(np.float32)
+    return x, (x[:, 0] > x[:, 1]).astype(np.int32)
+
+
+def fit_rates(learning_rate, weight_decay):
+    """A short AdamW run with warm-up and dropout; returns the result and all weights as one vector."""
+    model = MLP(4, (16,), 2, dropout=0.2, rngs=nnx.Rngs(0))
+    options = dict(epochs=3, batch_size=16, schedule="warmup_cosine", optimizer="adamw", progress=False)
+    result = dlfund.fit(model, lr_problem(), learning_rate=learning_rate, weight_decay=weight_decay, **options)
+    return result, np.concatenate([np.ravel(a) for a in jax.tree.leaves(nnx.state(result.model, nnx.Param))])
+
+
+def test_another_learning_rate_or_weight_decay_reuses_the_compiled_program_and_is_used(tmp_path):
+    """The rates are values in the state: no second compilation, and the numbers are those of a fresh process."""
+    import subprocess
+    import sys
+
+    fit_rates(1e-3, 1e-4)
+    size = execution._scan_epoch_fast._cache_size()
+    result, weights = fit_rates(3e-2, 1e-2)
+    assert execution._scan_epoch_fast._cache_size() == size  # not compiled again
+    # The new peak is the one the steps used (warmup_cosine reaches it at the end of the warm-up).
+    rates = result.history["learning_rate"]
+    assert rates.max() <= 3e-2 and rates[0] > 3e-3
+    script = (
+        "import sys, numpy as np; from tests.test_fit import fit_rates; np.save(sys.argv[1], fit_rates(3e-2, 1e-2)[1])"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "w.npy")], check=True, timeout=300, cwd=root)
+    np.testing.assert_allclose(weights, np.load(tmp_path / "w.npy"), rtol=1e-5, atol=1e-6)
 
 
 def test_early_stopping_stops_at_the_right_epoch_and_restores_the_best_weights(blobs):

@@ -129,13 +129,12 @@ def test_fit_result_repr_fits_on_a_screen():
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(200, 3)).astype(np.float32), rng.integers(0, 2, 200)
-    stopper = dlfund.EarlyStopping(monitor="val_loss", patience=2)
+    stopper = dlfund.EarlyStopping(monitor="val_loss", patience=2, min_delta=10.0)  # stops after epoch 3
     model = dlfund.models.MLP(3, (4,), 2, rngs=nnx.Rngs(0))
     result = dlfund.fit(model, (x, y), validation_data=(x[:50], y[:50]), epochs=30, early_stopping=stopper,
                         progress=False)  # fmt: skip
     text = repr(result)
-    assert len(text) < 2000 and text.startswith(f"FitResult(MLP, {len(result.history)} epochs (best ")
-    assert "last epoch: loss=" in text and "val_loss=" in text
-    assert result.history.selected_epoch == result.best_epoch
-    if result.stop_reason:
-        assert "stopped: early stopping" in text
+    assert len(text) < 2000 and text.startswith("FitResult(MLP, 3 epochs (best 1, weights restored)")
+    assert "last epoch: loss=" in text and "best epoch 1: loss=" in text and "val_loss=" in text
+    assert "stopped: early stopping" in text
+    assert result.history.selected_epoch == result.best_epoch == 1 and result.history.restored_best

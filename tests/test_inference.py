@@ -3,6 +3,7 @@
 import csv
 import json
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -106,11 +107,52 @@ def test_a_run_on_arrays_uses_inputs_as_given(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 5)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
-    dlfund.fit(MLP(5, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=2, progress=False, run_dir=tmp_path / "r")
+    result = dlfund.fit(MLP(5, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=2, progress=False, run_dir=tmp_path / "r")
     run = dlfund.load_run(tmp_path / "r")
     assert run.normalization is None and run.class_names == ("0", "1")
     np.testing.assert_array_equal(run.inputs(x), x)
-    np.testing.assert_array_equal(run.predict_classes(x), dlfund.predict_classes(run.model, x))
+    # The model loaded from the folder, fed the arrays as they are, predicts as the trained model in memory.
+    np.testing.assert_allclose(run.predict(x)[:, 1], jax.nn.softmax(dlfund.predict(result.model, x))[:, 1], rtol=1e-5)
+    # Image files cannot be mapped to inputs whose units the run does not know.
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "images" / "a.png")
+    with pytest.raises(ValueError, match="was not trained on 8-bit images"):
+        cli.predict(cli.PredictArgs(str(tmp_path / "r"), str(tmp_path / "images")))
+
+
+def test_image_files_are_refused_for_a_run_whose_raw_inputs_are_not_8_bit_pixels(digits_run, tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "a.png")
+    assert cli.main(["predict", str(digits_run[0]), str(tmp_path / "images")]) == 2
+    assert "values scaled by 0.0625, not 1/255" in capsys.readouterr().err
+
+
+def test_a_perceptron_run_predicts_classes_without_probabilities(tmp_path, capsys):
+    run_dir = tmp_path / "p"
+    argv = ["train", "--model", "perceptron", "--dataset", "breast_cancer", "--epochs", "2", "--patience", "0"]
+    assert cli.main([*argv, "--run-dir", str(run_dir), "--no-progress"]) == 0
+    run = dlfund.load_run(run_dir)
+    x = run.normalization.invert(dlfund.data.load("breast_cancer").test[0][:4])
+    np.save(tmp_path / "x.npy", x)
+    capsys.readouterr()
+    assert cli.main(["predict", str(run_dir), str(tmp_path / "x.npy")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [run.class_names[c] for c in run.predict_classes(x)]
+    assert [line.split(": ")[1].split(" (")[0] for line in lines] == names and "p=" not in lines[0]
+    with pytest.raises(ValueError, match="does not output probabilities"):
+        run.predict(x)
+
+
+def test_one_output_under_softmax_is_refused():
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    model = MLP(4, (8,), 1, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="softmax over one output is always 1"):
+        dlfund.fit(model, (x, y), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="loss='binary_cross_entropy'"):
+        dlfund.predict_classes(model, x)
+    with pytest.raises(ValueError, match="one output per class"):
+        dlfund.evaluate(model, (x, y))
 
 
 def test_load_run_refuses_a_folder_without_the_data_record(digits_run, tmp_path):

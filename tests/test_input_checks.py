@@ -76,7 +76,19 @@ def test_a_model_with_too_few_outputs_is_a_model_error():
     with pytest.raises(ValueError, match="labels go up to 9"):
         dlfund.fit(MLP(6, (8,), 5, rngs=nnx.Rngs(0)), (x, small), validation_data=(x, y), **FIT)
     with pytest.raises(ValueError, match=r"binary classifier \(one score per example.*num_classes=10"):
-        dlfund.fit(MLP(6, (8,), 1, rngs=nnx.Rngs(0)), (x, y), **FIT)
+        dlfund.fit(MLP(6, (8,), 1, rngs=nnx.Rngs(0)), (x, y), loss="binary_cross_entropy", **FIT)
+
+
+def test_the_scale_check_sees_every_feature_and_the_whole_range():
+    """A flat stride through [N, F] data can land on one column; whole examples are sampled instead."""
+    from dlfund.train import checks
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200_000, 10)).astype(np.float32)
+    x[:, 1:] *= 1000
+    x[123, 0] = 7e4  # the extreme is in one example only; the message names the data's range, not the sample's
+    problem = checks.scale_problem("train", x)
+    assert problem is not None and f"{x.max():g}]" in problem
 
 
 def test_negative_labels_stay_a_label_error():

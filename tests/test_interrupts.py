@@ -14,6 +14,7 @@ from flax import nnx
 
 import dlfund
 from dlfund import cli
+from dlfund.train import run as run_lib
 from dlfund.train.interrupts import InterruptGuard
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -203,3 +204,92 @@ def test_load_model_rebuilds_only_registered_models_from_their_own_arguments(tmp
         dlfund.load_model(run_dir)
     if "no argument" in message:
         assert "'hiden'" in str(error.value) and "hidden" in str(error.value)
+
+
+class InterruptAt(dlfund.Callback):
+    """Ctrl-C as it reaches Python: a KeyboardInterrupt, here after a given epoch."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, row, state):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_extension_leaves_a_folder_that_describes_its_newest_checkpoint(tmp_path, monkeypatch):
+    x, y = problem()
+    run_dir = tmp_path / "run"
+    settings = dict(progress=False, run_dir=run_dir, schedule="constant", checkpoint_every=2)
+    dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=2, **settings)
+    assert (run_dir / "weights.safetensors").exists() and (run_dir / "result.json").exists()
+    (run_dir / "metrics.json").write_text("{}")  # as dlfund train would have written
+    model = dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0))
+    with pytest.raises(dlfund.TrainingInterrupted) as interrupt:
+        dlfund.fit(model, (x, y), epochs=8, resume=True, callbacks=(InterruptAt(5),), **settings)
+    assert (interrupt.value.epochs_done, interrupt.value.checkpoint_epoch) == (5, 4)
+    # The files of the earlier end are gone: they described the epoch-2 model.
+    assert not any((run_dir / name).exists() for name in ("weights.safetensors", "result.json", "metrics.json"))
+    run = dlfund.load_run(run_dir)
+    newest = dlfund.load_model(run_dir / "checkpoints" / "4")
+    np.testing.assert_array_equal(dlfund.predict(run.model, x), dlfund.predict(newest, x))
+    assert not run.finished and len(run.history) == 5  # the rows logged so far
+
+    # A resume interrupted before it logs an epoch leaves both history files at the checkpoint's 4 rows.
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_lib.RunRecorder, "epoch_end", interrupt)
+    with pytest.raises(dlfund.TrainingInterrupted):
+        dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=8, resume=True, **settings)
+    csv_rows = (run_dir / "history.csv").read_text().splitlines()[1:]
+    jsonl_rows = (run_dir / "history.jsonl").read_text().splitlines()
+    assert len(csv_rows) == len(jsonl_rows) == 4
+    assert len(dlfund.load_run(run_dir).history) == 4
+
+
+FINISH_SCRIPT = AS_FROM_A_TERMINAL + textwrap.dedent(
+    """
+    import os, signal, sys, warnings
+    import numpy as np
+    from flax import nnx
+    import dlfund
+    from dlfund.train.run import RunRecorder
+
+    finish = RunRecorder.finish
+    def interrupted_finish(self, *args):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the final files are written
+        return finish(self, *args)
+    RunRecorder.finish = interrupted_finish
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=2, progress=False,
+                            run_dir=sys.argv[1])
+    print(len(result.history), any("final files" in str(w.message) for w in caught))
+    """
+)
+
+
+def test_an_interrupt_while_the_final_files_are_written_lets_the_run_finish(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-c", FINISH_SCRIPT, str(run_dir)], capture_output=True, text=True, env=ENV, timeout=300
+    )
+    assert done.stdout.split() == ["2", "True"], done.stdout + done.stderr[-3000:]
+    assert json.loads((run_dir / "result.json").read_text())["epochs_run"] == 2
+
+
+def test_extending_an_early_stopped_run_is_refused_before_anything_is_written(tmp_path):
+    x, y = problem()
+    run_dir = tmp_path / "run"
+    stopper = dlfund.EarlyStopping(monitor="loss", patience=1, min_delta=10.0)
+    settings = dict(early_stopping=stopper, progress=False, run_dir=run_dir)
+    dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=10, **settings)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="stopped early at epoch 2, so it cannot be extended to 20"):
+        dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=20, resume=True, **settings)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before

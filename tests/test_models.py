@@ -136,3 +136,14 @@ def test_model_registry_builds_by_name():
         dlfund.models.build("mpl", (4,), 2, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="binary"):
         dlfund.models.build("perceptron", (4,), 3, rngs=nnx.Rngs(0))
+
+
+def test_every_registered_model_is_one_load_model_may_rebuild():
+    """load_model rebuilds only MODEL_CLASSES; a model the registry builds must be among them."""
+    from dlfund.models import MODEL_CLASSES, MODELS, build
+
+    shapes = {"cnn": (8, 8, 1), "resnet": (8, 8, 1), "rnn": (6, 3), "lstm": (6, 3), "gru": (6, 3)}
+    shapes["transformer"] = (6, 3)
+    for name in MODELS.names():
+        model = nnx.eval_shape(lambda n=name: build(n, shapes.get(n, (4,)), 2, rngs=nnx.Rngs(0)))
+        assert MODEL_CLASSES.get(type(model).__name__) is type(model), name

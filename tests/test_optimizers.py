@@ -103,6 +103,30 @@ def test_schedules_match_optax(name):
         np.testing.assert_allclose(opt.learning_rate_at(step), reference(step), rtol=1e-6, err_msg=f"step {step}")
 
 
+@pytest.mark.parametrize("name", sorted(SCHEDULE_CLAIMS))
+def test_every_schedule_takes_its_peak_as_an_array_under_jit(name):
+    """The peak rate lives in the optimizer state, so each schedule must take a traced peak (optax's own
+    warmup_cosine does not: it compares the peak in Python)."""
+    opt = optimizers.get("sgd", learning_rate=0.1, schedule=name, total_steps=100)
+    rate = jax.jit(lambda state, step: opt.rate(state, step))
+    state = opt.tx.init(PARAMS)
+    for step in (0, 3, 5, 60, 99):
+        np.testing.assert_allclose(rate(state, step), opt.learning_rate_at(step), rtol=1e-6)
+    other = optimizers.get("sgd", learning_rate=0.3, schedule=name, total_steps=100)
+    assert other == opt  # the same program...
+    np.testing.assert_allclose(rate(other.tx.init(PARAMS), 60), 3 * opt.learning_rate_at(60), rtol=1e-6)  # ...x3
+
+
+def test_warmup_cosine_with_an_end_value_matches_optax():
+    opt = optimizers.get("adam", learning_rate=0.2, schedule="warmup_cosine", total_steps=50,
+                         schedule_options={"warmup_steps": 7, "end_value": 0.01})  # fmt: skip
+    reference = optax.warmup_cosine_decay_schedule(0.0, 0.2, 7, 50, 0.01)
+    for step in range(0, 60, 3):
+        np.testing.assert_allclose(opt.learning_rate_at(step), reference(step), rtol=1e-6, err_msg=f"step {step}")
+    with pytest.raises(ValueError, match="warmup_steps < decay_steps"):
+        optimizers.get("adam", schedule="warmup_cosine", total_steps=5, schedule_options={"warmup_steps": 5})
+
+
 def test_schedule_drives_the_update():
     opt = optimizers.get("sgd", learning_rate=1.0, schedule="cosine", total_steps=10)
     ones = jax.tree.map(jnp.ones_like, PARAMS)

@@ -170,6 +170,13 @@ def test_train_state_is_a_pytree_with_static_configuration():
     _, a = make_state(0)
     _, b = make_state(1)
     assert jax.tree.structure(a) == jax.tree.structure(b)  # equal configs -> one compiled program
+    # The learning rate and weight decay are values in the optimizer state, not part of the program...
     _, c = make_state(0, learning_rate=0.02)
-    assert jax.tree.structure(a) != jax.tree.structure(c)
+    assert jax.tree.structure(a) == jax.tree.structure(c)
+    assert float(c.opt_state.hyperparams["learning_rate"]) == pytest.approx(0.02)
+    assert float(a.opt_state.hyperparams["learning_rate"]) != pytest.approx(0.02)
+    # ...other settings are: another optimizer option, schedule or clipping compiles another program.
+    for changed in ({"b1": 0.5}, {"clip_norm": 1.0}, {"weight_decay": 1e-4}):
+        _, d = make_state(0, **changed)
+        assert jax.tree.structure(a) != jax.tree.structure(d), changed
     assert isinstance(a.objective, state_lib.Objective)

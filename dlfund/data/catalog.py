@@ -28,6 +28,7 @@ class DatasetSpec:
       task: ``"classification"`` or ``"regression"``.
       normalize_target: regression targets that are the next value of the single input channel are mapped
         with the input's normalization, so that inputs and targets share units.
+      downloads: the files come from the network (prepared once); False: offline (shipped or generated).
     """
 
     builder: Callable[[], type[tfds.core.GeneratorBasedBuilder]]
@@ -37,6 +38,7 @@ class DatasetSpec:
     target: str = "label"
     task: str = CLASSIFICATION
     normalize_target: bool = False
+    downloads: bool = False
 
 
 def _builder(module: str, name: str) -> Callable[[], type[tfds.core.GeneratorBasedBuilder]]:
@@ -87,5 +89,5 @@ for _name, _cls in [
 ]:
     DATASETS.register(
         _name,
-        DatasetSpec(_builder("downloaded", _cls), feature="image", scale=1 / 255, stats_axes=_PIXELS),
+        DatasetSpec(_builder("downloaded", _cls), feature="image", scale=1 / 255, stats_axes=_PIXELS, downloads=True),
     )

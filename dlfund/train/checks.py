@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from dlfund.losses import BINARY, REGRESSION, Loss
+from dlfund.losses import BINARY, MULTICLASS, REGRESSION, Loss
 
 
 def as_split(name: str, split: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -91,15 +91,15 @@ _SCALE_SAMPLE = 100_000
 def scale_problem(name: str, x: np.ndarray) -> str | None:
     """What looks wrong with the scale of raw inputs x [N, ...] given as arrays, or None if they look normalized."""
     x = np.asarray(x)
-    if x.size == 0 or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+    if x.size == 0 or x.ndim == 0 or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         return None
-    flat = x.reshape(-1)
-    sample = flat[:: max(1, flat.size // _SCALE_SAMPLE)]
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(sample).all():
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         return None  # as_split reports NaN/Inf with a better message
-    low, high = sample.min().item(), sample.max().item()
+    low, high = x.min().item(), x.max().item()
+    # Whole examples, evenly spaced, so every feature is in the sample (a flat stride could hit one column).
+    rows = x[:: max(1, x.size // _SCALE_SAMPLE)]
     integer = np.issubdtype(x.dtype, np.integer)
-    large = float(np.percentile(np.abs(sample.astype(np.float64)), 99)) > UNNORMALIZED_LIMIT
+    large = float(np.percentile(np.abs(rows.astype(np.float64)), 99)) > UNNORMALIZED_LIMIT
     if not (integer and high - low > 1) and not large:
         return None
     kind = f"integers ({x.dtype})" if integer else f"{x.dtype} values"
@@ -116,6 +116,16 @@ def warn_unnormalized(problems: list[str]) -> None:
             "for inference.",
             DataWarning,
             stacklevel=3,
+        )
+
+
+def check_loss_fits_outputs(loss: Loss, out_shape: tuple[int, ...]) -> None:
+    """Softmax over a single output is always 1 (loss 0, class 0): refuse it with the two ways out."""
+    if loss.task == MULTICLASS and (len(out_shape) == 1 or out_shape[-1] == 1):
+        raise ValueError(
+            f"the model has one output per example, but the {loss.name!r} loss needs one output per class (a "
+            "softmax over one output is always 1: the loss is 0 and every prediction is class 0); for two classes "
+            "use loss='binary_cross_entropy' with one output, or build the model with num_classes=2"
         )
 
 

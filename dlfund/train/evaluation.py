@@ -15,6 +15,7 @@ from dlfund import losses as losses_lib
 from dlfund import metrics as metrics_lib
 from dlfund.train import checks
 from dlfund.train.state import Objective, TrainState, _takes_rngs, split_model
+from dlfund.train.step import update_metrics
 
 #: Evaluation batch: large enough to amortize per-batch overhead, small enough to bound activation memory.
 EVAL_BATCH_SIZE = 1024
@@ -39,35 +40,27 @@ def evaluate_arrays(state: TrainState, x: jax.Array, y: jax.Array, *, batch_size
       a tuple with one computed value per metric.
     """
     n = x.shape[0]
-    loss = state.objective.loss
 
     def body(metric_states, i):
         idx, mask = _batch_indices(i, batch_size, n)
-        outputs, _ = state.apply(x[idx], train=False)
-        labels = y[idx]
-        per_example = loss(outputs, labels)
-        predictions = loss.predict(outputs) if loss.is_classification else None
-        metric_states = tuple(
-            m.update(s, labels=labels, predictions=predictions, losses=per_example, mask=mask)
-            for m, s in zip(metrics, metric_states)
-        )
-        return metric_states, None
+        return _eval_batch(state, metrics, metric_states, x[idx], y[idx], mask), None
 
     steps = math.ceil(n / batch_size)
     metric_states, _ = jax.lax.scan(body, tuple(m.init() for m in metrics), jnp.arange(steps))
     return tuple(m.compute(s) for m, s in zip(metrics, metric_states))
 
 
+def _eval_batch(state: TrainState, metrics: tuple[Any, ...], metric_states, x, y, mask):
+    """Eval-mode outputs of one batch, fed to the metric accumulators."""
+    outputs, _ = state.apply(x, train=False)
+    return update_metrics(
+        metrics, metric_states, state.objective.loss, y, outputs, state.objective.loss(outputs, y), mask
+    )
+
+
 @functools.partial(jax.jit, static_argnames=("metrics",), donate_argnums=1)
 def _eval_update(state: TrainState, metric_states, x, y, mask, *, metrics: tuple[Any, ...]):
-    loss = state.objective.loss
-    outputs, _ = state.apply(x, train=False)
-    per_example = loss(outputs, y)
-    predictions = loss.predict(outputs) if loss.is_classification else None
-    return tuple(
-        m.update(s, labels=y, predictions=predictions, losses=per_example, mask=mask)
-        for m, s in zip(metrics, metric_states)
-    )
+    return _eval_batch(state, metrics, metric_states, x, y, mask)
 
 
 def evaluate_source(state: TrainState, data, *, batch_size: int, metrics: tuple[Any, ...]):
@@ -183,7 +176,9 @@ def evaluate(
         example_shape, num_examples = x.shape[1:], len(x)
         checks.check_batched_input(model, x.shape)
     checks.check_model_input(model, example_shape)
-    num_classes = classes_from_outputs(objective, output_shape(state, example_shape))
+    out_shape = output_shape(state, example_shape)
+    checks.check_loss_fits_outputs(objective, out_shape)
+    num_classes = classes_from_outputs(objective, out_shape)
     if metrics is None:
         metrics = ("loss",)
         if num_classes is not None:
@@ -241,6 +236,7 @@ def predict_classes(model: nnx.Module, x: Any, *, loss: Any = None, batch_size: 
     if not objective.is_classification:
         raise ValueError(f"the {objective.name!r} loss is a regression loss: there are no classes to predict")
     outputs = predict(model, x, batch_size=batch_size)
+    checks.check_loss_fits_outputs(objective, outputs.shape)
     return np.asarray(objective.predict(jnp.asarray(outputs)), np.int32)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from flax import nnx
 
 from dlfund.train.state import TrainState
-from dlfund.train.step import finite, train_step_with_outputs
+from dlfund.train.step import finite, train_step_with_outputs, update_metrics
 
 Carry = tuple[TrainState, tuple[Any, ...], jax.Array]  # (state, metric states, halted)
 
@@ -112,12 +112,7 @@ def _all_finite(tree: Any) -> jax.Array:
 
 
 def _update_metrics(state, metrics, metric_states, batch, step_out, mask):
-    loss = state.objective.loss
-    predictions = loss.predict(step_out.outputs) if loss.is_classification else None
-    return tuple(
-        m.update(s, labels=batch[1], predictions=predictions, losses=step_out.losses, mask=mask)
-        for m, s in zip(metrics, metric_states)
-    )
+    return update_metrics(metrics, metric_states, state.objective.loss, batch[1], *step_out, mask)
 
 
 def _scan_epoch_impl(state, x, y, order_key, *, batch_size: int, metrics: tuple[Any, ...], guarded: bool):

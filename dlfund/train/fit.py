@@ -294,6 +294,7 @@ def fit(
         state.augment.validate(example_shape)
     objective_loss = state.objective.loss
     out_shape = output_shape(state, example_shape)
+    checks.check_loss_fits_outputs(objective_loss, out_shape)
     num_classes = classes_from_outputs(objective_loss, out_shape)
     if dataset_classes is None:
         checks.check_outputs_fit_labels(
@@ -533,7 +534,7 @@ def _train(
                 "stop_reason": stop_reason,
             }
             try:
-                with guard.protect():
+                with guard.protect(then_raise=False):
                     recorder.finish(model, history, outcome)
             except RunDirectoryError as error:
                 fit_result.stop_reason = f"{stop_reason + '; ' if stop_reason else ''}{error}"

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,8 +50,12 @@ class InterruptGuard:
             signal.signal(signal.SIGINT, previous)
 
     @contextlib.contextmanager
-    def protect(self) -> Iterator[None]:
-        """A block that an interrupt must not cut short; a Ctrl-C during it is raised when it ends."""
+    def protect(self, *, then_raise: bool = True) -> Iterator[None]:
+        """A block that an interrupt must not cut short; a Ctrl-C during it is raised when it ends.
+
+        ``then_raise=False``: for the last block of a run, after which there is nothing left to stop; the
+        interrupt is dropped (with a warning that says so) instead of turning a finished run into an interrupted one.
+        """
         self._depth += 1
         try:
             yield
@@ -58,7 +63,14 @@ class InterruptGuard:
             self._depth -= 1
             if not self._depth and self._pending:
                 self._pending = False
-                raise KeyboardInterrupt
+                if then_raise:
+                    raise KeyboardInterrupt
+                warnings.warn(
+                    "Ctrl-C arrived while the run's final files were being written; they were completed and the run "
+                    "is finished",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from dlfund import io as io_lib
-from dlfund.checkpoint import CheckpointStore
+from dlfund._version import __version__
+from dlfund.checkpoint import CheckpointError, CheckpointStore
 from dlfund.history import History
 
 CONFIG_FILE = "config.json"
@@ -55,8 +56,6 @@ def environment() -> dict[str, Any]:
     import flax
     import optax
 
-    import dlfund
-
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
@@ -64,7 +63,7 @@ def environment() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return {
-        "dlfund": dlfund.__version__,
+        "dlfund": __version__,
         "jax": jax.__version__,
         "flax": flax.__version__,
         "optax": optax.__version__,
@@ -174,6 +173,9 @@ class RunRecorder:
         self.monitor, self.mode = monitor, mode
         self.use_tensorboard = tensorboard
         self.store: CheckpointStore | None = None
+        # A resumed run's epochs and dlfund version, as recorded in its folder.
+        self._recorded_epochs: int | None = None
+        self._recorded_version: str | None = None
         self._writer = None
         self._history = History()
 
@@ -189,6 +191,8 @@ class RunRecorder:
             )
         if self.resume and config_path.exists():
             recorded = json.loads(config_path.read_text())
+            self._recorded_epochs = recorded.get("fit", {}).get("epochs")
+            self._recorded_version = recorded.get("environment", {}).get("dlfund")
             saved = {"fit": _comparable(recorded.get("fit", {})), "model": recorded.get("model")}
             current = {"fit": _comparable(self.config), "model": self.extra.get("model")}
             differ = [k for k in differing_keys(saved, current) if k.removeprefix("fit.") not in _EXTENDABLE]
@@ -213,7 +217,17 @@ class RunRecorder:
         except OSError as error:
             raise RunDirectoryError(f"cannot write the run folder {self.run_dir}: {error}") from error
         target = _checkpoint_items(state, (state.params, state.model_state))
-        restored = self.store.restore_latest(target) if self.resume else None
+        try:
+            restored = self.store.restore_latest(target) if self.resume else None
+        except CheckpointError as error:
+            self.close(quietly=True)
+            if "does not fit" not in str(error):
+                raise
+            raise ValueError(
+                f"{error}. A run folder of an earlier dlfund (this run: {self._recorded_version or 'unknown'}; this "
+                f"dlfund: {__version__}) may hold an optimizer state of another layout and cannot be resumed; "
+                f"dlfund.load_model({os.fspath(self.run_dir)!r}) still reads its weights"
+            ) from error
         epochs_done, stopper_state, best_weights = 0, early_stopping.init() if early_stopping else None, None
         if restored is not None:
             epochs_done, items, meta = restored
@@ -236,15 +250,27 @@ class RunRecorder:
                 stopper_state = type(stopper_state)(*(jnp.asarray(v) for v in meta["early_stopping"]))
                 if "best" in items and int(stopper_state.best_epoch) > 0:
                     best_weights = (items["best"]["params"], items["best"]["model_state"])
+                extended = self.config["epochs"] > (self._recorded_epochs or self.config["epochs"])
+                if bool(stopper_state.stop) and extended:
+                    self.close(quietly=True)
+                    raise ValueError(
+                        f"{self.run_dir} stopped early at epoch {epochs_done}, so it cannot be extended to "
+                        f"{self.config['epochs']} epochs: early stopping would stop it again at once. Start a new "
+                        "run with the settings you want"
+                    )
         self._write(self._open_outputs, epochs_done)
         return state, epochs_done, self._history, stopper_state, best_weights
 
     def _open_outputs(self, epochs_done: int) -> None:
-        # The outcome of a finished run is written anew when this one ends; until then the run is unfinished.
-        (self.run_dir / RESULT_FILE).unlink(missing_ok=True)
+        # A resumed run is unfinished until it ends again: the files of an earlier end (its outcome, final
+        # weights, test metrics) would describe another model than the checkpoint it continues from, so they go;
+        # load_model then reads the newest checkpoint, and this run's end writes them anew.
+        for name in (RESULT_FILE, WEIGHTS_FILE, METRICS_FILE):
+            (self.run_dir / name).unlink(missing_ok=True)
         io_lib.write_json(self.run_dir / CONFIG_FILE, {"fit": self.config, **self.extra, "environment": environment()})
         # The history is the checkpoint's: epochs logged after the last checkpoint are redone, so drop them.
         io_lib.write_text(self.run_dir / HISTORY_JSONL, "".join(json.dumps(r) + "\n" for r in self._history.rows))
+        self._history.to_csv(self.run_dir / HISTORY_CSV)
         if self.use_tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -327,6 +353,13 @@ class RunRecorder:
             return fn(*args)
         except OSError as error:
             raise RunDirectoryError(f"could not write to the run folder {self.run_dir}: {error}") from error
+
+
+def read_outcome(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """``result.json`` of a finished run (epochs run, best epoch, restored or not, stop reason); None if the run
+    in ``run_dir`` has not finished."""
+    path = Path(run_dir) / RESULT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _tag(column: str) -> str:
@@ -413,8 +446,6 @@ def load_model(path: str | os.PathLike):
 
 def _load_checkpoint(model, directory: Path, step: int | None) -> None:
     from flax import nnx
-
-    from dlfund.checkpoint import CheckpointError
 
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     targets = {"model": {"params": params, "model_state": model_state}}

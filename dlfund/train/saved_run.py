@@ -186,7 +186,7 @@ def load_run(path: str | os.PathLike) -> Run:
         )
     loss = _loss(config.get("fit", {}).get("loss"))
     model = run_lib.load_model(path)
-    result = _read_json(path / run_lib.RESULT_FILE)
+    result = run_lib.read_outcome(path)
     history = _history(path)
     if result is not None:
         history.selected_epoch = result.get("best_epoch")

@@ -77,7 +77,7 @@ class TrainState:
     @property
     def learning_rate(self) -> jax.Array:
         """The learning rate the next step will use."""
-        return self.optimizer.learning_rate_at(self.step)
+        return self.optimizer.rate(self.opt_state, self.step)
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:

@@ -83,7 +83,7 @@ def train_step_with_outputs(state: TrainState, batch: Batch) -> tuple[TrainState
         "loss": data_loss,
         "penalty": penalty,
         "grad_norm": global_norm(grads),
-        "learning_rate": jnp.asarray(state.optimizer.learning_rate_at(state.step), jnp.float32),
+        "learning_rate": jnp.asarray(state.optimizer.rate(state.opt_state, state.step), jnp.float32),
     }
     return new_state, measurements, outputs
 
@@ -118,6 +118,30 @@ def eval_step(state: TrainState, batch: Batch) -> StepOutputs:
     x, y = batch
     outputs, _ = state.apply(x, train=False)
     return StepOutputs(outputs, state.objective.loss(outputs, y))
+
+
+def update_metrics(
+    metrics: tuple[Any, ...],
+    metric_states: tuple[Any, ...],
+    loss: Any,
+    labels: jax.Array,
+    outputs: jax.Array,
+    losses: jax.Array,
+    mask: jax.Array | None = None,
+) -> tuple[Any, ...]:
+    """Feeds one batch to metric accumulators (training and evaluation alike).
+
+    Args:
+      metrics: accumulators (``dlfund.metrics``); metric_states: their states, in the same order.
+      loss: the :class:`dlfund.losses.Loss`; it turns outputs into class predictions (none for regression).
+      labels: targets [B]; outputs: model outputs [B, ...]; losses: per-example losses [B].
+      mask: [B] weights of the real rows (padding 0), or None for all.
+    """
+    predictions = loss.predict(outputs) if loss.is_classification else None
+    return tuple(
+        m.update(s, labels=labels, predictions=predictions, losses=losses, mask=mask)
+        for m, s in zip(metrics, metric_states)
+    )
 
 
 def finite(measurements: dict[str, Any]) -> jax.Array:
