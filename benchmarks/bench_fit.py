@@ -8,7 +8,10 @@ Peers:
 
 Workloads:
   W1: MLP 784-512-512-10, Adam, batch 128, synthetic MNIST-shaped data (compute-bound).
-  W2: MLP 64-128-10, Adam, batch 32, scikit-learn digits (overhead-bound: the notebook regime).
+  W2: MLP 64-128-10, Adam, batch 32, scikit-learn digits (overhead-bound).
+  W3: the notebook regime: W2 for 30 epochs, where ``dlfund.fit`` also validates every epoch and runs early
+      stopping (patience 5, on val_loss), while the peers do neither; ``dlfund.fit[epochs_per_call=1]`` is the
+      same fit reading its results back after every epoch (the loop before whole runs on the device).
 
 Each measurement trains a fresh model for a few epochs after a warm-up run that compiles every program; rounds
 cycle through the peers so that machine noise hits all of them alike; the median over rounds is reported.
@@ -53,9 +56,17 @@ def w2_data():
     return (x.reshape(len(x), -1), y), (test[0].reshape(len(test[0]), -1), test[1])
 
 
+def w3_validation():
+    ds = dlfund.data.load("digits")
+    return ds.val[0].reshape(len(ds.val[0]), -1), ds.val[1]
+
+
+# patience 5 with min_delta 0: on digits val_loss still improves through epoch 30, so all 30 epochs run
+NOTEBOOK = dict(early_stopping=dlfund.EarlyStopping(patience=5), metrics=("accuracy",))
 WORKLOADS = {
     "W1": dict(data=w1_data, sizes=(784, 512, 512, 10), batch=128, epochs=2),
     "W2": dict(data=w2_data, sizes=(64, 128, 10), batch=32, epochs=20),
+    "W3": dict(data=w2_data, sizes=(64, 128, 10), batch=32, epochs=30, fit=NOTEBOOK, validation=w3_validation),
 }
 LR = 1e-3
 
@@ -83,7 +94,7 @@ def nnx_train_step(model, optimizer, x, y):
     return loss
 
 
-def run_nnx(train, sizes, batch, epochs, seed):
+def run_nnx(train, sizes, batch, epochs, seed, **_):
     model = NNXMLP(sizes, nnx.Rngs(seed))
     optimizer = nnx.Optimizer(model, optax.adam(LR), wrt=nnx.Param)
     x, y = train
@@ -137,7 +148,7 @@ def scan_epoch(params, opt_state, x, y, key, batch):
     return params, opt_state, losses
 
 
-def run_scan(train, sizes, batch, epochs, seed):
+def run_scan(train, sizes, batch, epochs, seed, **_):
     params = init_params(sizes, jax.random.key(seed))
     opt_state = TX.init(params)
     x, y = jax.device_put(train[0]), jax.device_put(train[1])
@@ -150,18 +161,24 @@ def run_scan(train, sizes, batch, epochs, seed):
 # --- dlfund ------------------------------------------------------------------------------------------------------
 
 
-def run_dlfund(train, sizes, batch, epochs, seed):
+def run_dlfund(train, sizes, batch, epochs, seed, **options):
     model = dlfund.models.MLP(sizes[0], sizes[1:-1], sizes[-1], rngs=nnx.Rngs(seed))
-    result = dlfund.fit(model, train, epochs=epochs, batch_size=batch, seed=seed, progress=False, metrics=())
+    options = {"metrics": (), **options}
+    result = dlfund.fit(model, train, epochs=epochs, batch_size=batch, seed=seed, progress=False, **options)
     return lambda xt: dlfund.predict(result.model, xt)
 
 
+def run_dlfund_per_epoch(train, sizes, batch, epochs, seed, **options):
+    return run_dlfund(train, sizes, batch, epochs, seed, epochs_per_call=1, **options)
+
+
 PEERS = {"flax-nnx-jit": run_nnx, "jax-scan": run_scan, "dlfund.fit": run_dlfund}
+DLFUND = {"dlfund.fit", "dlfund.fit[epochs_per_call=1]"}
 
 
-def timed(fn, *args):
+def timed(fn, *args, **kwargs):
     start = time.perf_counter()
-    out = fn(*args)
+    out = fn(*args, **kwargs)
     return time.perf_counter() - start, out
 
 
@@ -173,19 +190,34 @@ def bench(name, spec, rounds):
     train, test = spec["data"]()
     sizes, batch, epochs = spec["sizes"], spec["batch"], spec["epochs"]
     examples = (len(train[0]) // batch) * batch * epochs
-    cold, _ = timed(run_dlfund, train, sizes, batch, epochs, 0)
-    second, _ = timed(run_dlfund, train, sizes, batch, epochs, 0)
-    for peer in PEERS.values():  # warm-up: compile everything once
-        peer(train, sizes, batch, epochs, 0)
-    times = {p: [] for p in PEERS}
+    options = dict(spec.get("fit", {}))
+    if "validation" in spec:
+        options["validation_data"] = spec["validation"]()
+    peers = dict(PEERS)
+    if "fit" in spec:
+        peers["dlfund.fit[epochs_per_call=1]"] = run_dlfund_per_epoch
+
+    def call(peer_name, seed):
+        extra = options if peer_name in DLFUND else {}
+        return timed(peers[peer_name], train, sizes, batch, epochs, seed, **extra)
+
+    cold, _ = call("dlfund.fit", 0)
+    second, _ = call("dlfund.fit", 0)
+    for peer_name in peers:  # warm-up: compile everything once
+        call(peer_name, 0)
+    times = {p: [] for p in peers}
     accs = {}
     for r in range(rounds):
-        for peer_name, peer in PEERS.items():
-            seconds, predict = timed(peer, train, sizes, batch, epochs, r)
+        for peer_name in peers:
+            seconds, predict = call(peer_name, r)
             times[peer_name].append(seconds)
             accs[peer_name] = accuracy(predict, test)
     rate = {p: examples / statistics.median(t) for p, t in times.items()}
+    extra = {}
+    if "fit" in spec:
+        extra["per_epoch_fit_vs_jax_scan"] = round(rate["dlfund.fit[epochs_per_call=1]"] / rate["jax-scan"], 3)
     return {
+        **extra,
         "workload": name,
         "examples_per_epoch": examples // epochs,
         "epochs": epochs,

@@ -293,3 +293,39 @@ def test_extending_an_early_stopped_run_is_refused_before_anything_is_written(tm
     with pytest.raises(ValueError, match="stopped early at epoch 2, so it cannot be extended to 20"):
         dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=20, resume=True, **settings)
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+
+
+LONG_CALL = AS_FROM_A_TERMINAL + textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from flax import nnx
+    import dlfund
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8192, 256)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    model = dlfund.models.MLP(256, (512, 512), 2, rngs=nnx.Rngs(0))
+    dlfund.fit(model, (x, y), epochs=3, batch_size=64, progress=False)  # compiles the program
+    print("training", flush=True)
+    try:  # one call of 60 epochs: tens of seconds on 2 cores
+        dlfund.fit(model, (x, y), epochs=60, batch_size=64, progress=False)
+    except KeyboardInterrupt:
+        print("interrupted", time.monotonic(), flush=True)
+    """
+)
+
+
+def test_ctrl_c_during_a_long_compiled_call_stops_at_once():
+    """A whole run is one call; waiting for it must not make Ctrl-C wait for its end (measured: it does not)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", LONG_CALL], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+    )
+    assert process.stdout.readline().strip() == "training"
+    time.sleep(1.0)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    words = out.split()
+    assert words and words[0] == "interrupted", out + err[-2000:]
+    assert float(words[1]) - sent < 1.0  # not at the end of the call, tens of seconds later

@@ -122,3 +122,22 @@ def test_python_block_runs(block: Block, tmp_path: Path):
         f"README block {block.id} (README.md:{block.line}) failed with exit status {done.returncode}\n"
         f"--- code ---\n{block.code}--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-6000:]}"
     )
+
+
+def test_the_fit_signature_block_lists_every_parameter_with_its_default():
+    """The README's ``dlfund.fit(...)`` signature is text, not code, so nothing else keeps it true."""
+    import ast
+    import inspect
+
+    import dlfund
+
+    text = README.read_text(encoding="utf-8")
+    block = next(b.code for b in parse_blocks(text) if b.code.lstrip().startswith("dlfund.fit("))
+    flat = " ".join(block.split())
+    written = dict(re.findall(r"(\w+)=(\(\)|[^,()]+)", flat))
+    for name, parameter in inspect.signature(dlfund.fit).parameters.items():
+        if parameter.default is inspect.Parameter.empty:
+            assert re.search(rf"[(,] ?{name},", flat), name
+        else:
+            assert name in written, f"{name} is missing from the README's fit signature"
+            assert ast.literal_eval(written[name]) == parameter.default, name

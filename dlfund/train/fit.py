@@ -21,6 +21,7 @@ from dlfund import metrics as metrics_lib
 from dlfund import optimizers as optimizers_lib
 from dlfund.history import History
 from dlfund.train import checks, sources
+from dlfund.train import loop as loop_lib
 from dlfund.train.callbacks import Callback
 from dlfund.train.early_stopping import EarlyStopping
 from dlfund.train.evaluation import (
@@ -56,7 +57,8 @@ class FitResult:
       state: the final :class:`TrainState` (last epoch, not the restored best), e.g. to continue training.
       stop_reason: why training ended early (early stopping, non-finite loss, a callback), or None.
       execution: the epoch strategy used ("scan", "chunk", "loop" or "stream").
-      epoch_seconds: wall time of each epoch (the first includes compilation).
+      epoch_seconds: wall time of each epoch (the first includes compilation); the epochs of one compiled call
+        (``epochs_per_call``) share its time equally.
     """
 
     model: nnx.Module
@@ -191,6 +193,7 @@ def fit(
     tensorboard: bool = True,
     run_info: dict[str, Any] | None = None,
     augment: Any = None,
+    epochs_per_call: int | str = "auto",
 ) -> FitResult:
     """Trains ``model`` on ``data``; everything is validated before anything compiles.
 
@@ -238,6 +241,11 @@ def fit(
       augment: on-device augmentation of training images, e.g. ``("crop:4", "flip")`` (see
         :func:`dlfund.data.augment.compose`); applied inside the compiled step with its own key, never in
         evaluation. Needs image inputs [N, H, W, C].
+      epochs_per_call: how many epochs one compiled call runs (training, validation and early stopping inside
+        the program, one read of the results per call). "auto": every remaining epoch (up to 64 per call) with
+        the scan strategy, except where the host needs each epoch (callbacks) or a checkpoint (``run_dir``: calls
+        end at checkpoint epochs); the other strategies step from Python, one epoch per call. An int >= 1 caps
+        the call length (1: the classic epoch-by-epoch loop). The history is the same either way.
     Returns:
       a :class:`FitResult`.
     """
@@ -331,6 +339,7 @@ def fit(
             f"recorded: {', '.join(columns)}"
         )
     strategy = choose_strategy(model, execution, placement=placement)
+    epochs_per_call = _check_epochs_per_call(epochs_per_call, strategy, callbacks)
     config = {
         "optimizer": opt.describe(),
         "loss": objective_loss.describe(),
@@ -341,6 +350,7 @@ def fit(
         "seed": seed,
         "metrics": [m.name for m in train_metrics],
         "execution": strategy,
+        "epochs_per_call": epochs_per_call,
         "num_train": len(train_data),
         "num_val": 0 if val_data is None else len(val_data),
         "data_placement": placement,
@@ -382,9 +392,27 @@ def fit(
         callbacks=tuple(callbacks),
         progress=progress,
         strategy=strategy,
+        epochs_per_call=epochs_per_call,
         config=config,
         recorder=recorder,
     )
+
+
+def _check_epochs_per_call(value: Any, strategy: str, callbacks: Sequence[Callback]) -> int | str:
+    if value == "auto":
+        return value
+    value = checks.check_positive_int("epochs_per_call", value)
+    if value > 1 and strategy != "scan":
+        raise ValueError(
+            f"epochs_per_call={value} needs the scan strategy (the whole epoch on the device); the {strategy!r} "
+            "strategy steps from Python, one epoch per call. Use epochs_per_call='auto' or execution='scan'"
+        )
+    if value > 1 and callbacks:
+        raise ValueError(
+            f"epochs_per_call={value} with callbacks: a callback sees every epoch on the host, so every call is one "
+            "epoch long; use epochs_per_call='auto' (or 1), or no callbacks"
+        )
+    return value
 
 
 def _nonfinite_message(epoch: int, step_in_epoch: int, steps: int, global_step: int, measurements) -> str:
@@ -411,83 +439,83 @@ def _train(
     callbacks,
     progress,
     strategy,
+    epochs_per_call,
     config,
     recorder,
 ) -> FitResult:
-    run_epoch = STRATEGIES[strategy]
-    history, stopper_state, best_weights, first_epoch = History(), None, None, 1
-    if early_stopping is not None:
-        stopper_state = early_stopping.init()
-    stop_reason = None
+    """The host side of training: calls of one or more compiled epochs, then reporting (History, progress bar,
+    run folder, callbacks). Every decision between epochs is made inside the program (:mod:`dlfund.train.loop`)."""
+    history, stopper_state, best, done, stop_reason = History(), None, None, 0, None
     try:
         if recorder is not None:
-            state, done, history, stopper_state, best_weights = recorder.start(state, early_stopping)
-            first_epoch = done + 1
-            if done and stopper_state is not None and bool(stopper_state.stop):
-                first_epoch = epochs + 1  # the run had already stopped early; nothing left to do
-                stop_reason = _early_stop_message(early_stopping, stopper_state)
+            state, done, history, stopper_state, best = recorder.start(state, early_stopping)
     except RunDirectoryError as error:
         raise RunDirectoryError(f"{error}. Nothing was trained.") from error
-    epoch_seconds = []
-    if isinstance(val, StreamData):
-        # The same batch size as for device-resident data, so both paths compute the same numbers.
-        val_batch = min(EVAL_BATCH_SIZE, len(val.source))
-        evaluate_val = functools.partial(evaluate_source, data=val, batch_size=val_batch, metrics=metrics)
-    elif val is not None:
-        val_batch = min(EVAL_BATCH_SIZE, val[0].shape[0])
-        evaluate_val = functools.partial(evaluate_arrays, x=val[0], y=val[1], batch_size=val_batch, metrics=metrics)
-    bar = tqdm(
-        range(first_epoch, epochs + 1), desc="fit", unit="epoch", disable=not progress, leave=True,
-        initial=first_epoch - 1, total=epochs,
-    )  # fmt: skip
+    program = loop_lib.EpochProgram(
+        batch_size=batch_size,
+        metrics=metrics,
+        validation=val is not None,
+        val_batch_size=_val_batch_size(val),
+        early_stopping=early_stopping,
+        report=progress and strategy == "scan",
+    )
+    loop = loop_lib.init_loop(state, program, epoch=done, stopper=stopper_state, best=best)
+    if bool(loop.stopped):
+        stop_reason = _early_stop_message(early_stopping, loop.stopper)  # a resumed run that had stopped early
+    epoch_seconds: list[float] = []
+    bar = tqdm(desc="fit", unit="epoch", disable=not progress, leave=True, initial=done, total=epochs)
     guard = InterruptGuard()
     with guard.installed():
         try:
-            for epoch in bar:
+            if program.report:
+                loop_lib.report_to(lambda epoch, row: bar.update(max(0, epoch - bar.n)))
+            while done < epochs and stop_reason is None:
+                size = _call_size(epochs_per_call, done, epochs, recorder, callbacks, strategy)
                 start = time.perf_counter()
-                result = run_epoch(
-                    state, train, jax.random.fold_in(order_root, epoch), batch_size=batch_size, metrics=metrics
-                )
-                state = result.state
-                values, measurements, halted = jax.device_get((result.metrics, result.measurements, result.halted))
-                if halted:
-                    bad = int(np.argmin(np.isfinite(measurements["loss"]) & np.isfinite(measurements["grad_norm"])))
-                    steps = len(measurements["loss"])
-                    stop_reason = _nonfinite_message(epoch, bad, steps, int(state.step) + 1, measurements)
-                    warnings.warn(stop_reason, NonFiniteLossWarning, stacklevel=3)
-                    epoch_seconds.append(time.perf_counter() - start)
-                    break
-                row: dict[str, Any] = {"epoch": epoch}
-                row.update({m.name: float(v) for m, v in zip(metrics, values)})
-                if val is not None:
-                    val_values = jax.device_get(evaluate_val(state))
-                    row.update({f"val_{m.name}": float(v) for m, v in zip(metrics, val_values)})
-                row["learning_rate"] = float(measurements["learning_rate"][-1])
-                history.append(row)
-                epoch_seconds.append(time.perf_counter() - start)
-                bar.set_postfix(
-                    {k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "learning_rate")}, refresh=False
-                )
-
-                if early_stopping is not None:
-                    stopper_state = early_stopping.update(stopper_state, row[early_stopping.monitor], epoch)
-                    if int(stopper_state.best_epoch) == epoch and early_stopping.restore_best:
-                        best_weights = jax.tree.map(jnp.copy, (state.params, state.model_state))
-                if stopper_state is not None and bool(stopper_state.stop):
-                    stop_reason = _early_stop_message(early_stopping, stopper_state)
-                # Recorded before the callbacks run, so that a callback that raises leaves this epoch on disk.
-                with guard.protect():
-                    saved = recorder is not None and recorder.epoch_end(
-                        epoch, row, state, stopper_state, best_weights, last=epoch == epochs or stop_reason is not None
+                if strategy == "scan":
+                    x, y = train
+                    x_val, y_val = val if val is not None else (x[:1], y[:1])
+                    loop, rows = loop_lib.run_epochs(
+                        loop, np.int32(size), x, y, x_val, y_val, order_root, program=program
                     )
-                # Every callback sees every epoch, also after one of them asked to stop.
-                if any([bool(c.on_epoch_end(epoch, dict(row), state)) for c in callbacks]):
-                    stop_reason = stop_reason or f"a callback asked to stop after epoch {epoch}"
-                    if recorder is not None and not saved:
-                        with guard.protect():
-                            recorder.checkpoint(epoch, state, stopper_state, best_weights)
-                if stop_reason is not None:
-                    break
+                    halted_result = None
+                else:
+                    loop, rows, halted_result = _host_epoch(program, loop, train, val, order_root, strategy)
+                rows, ran, halted = jax.device_get((rows, loop.epoch, loop.halted))
+                ran = int(ran) - done
+                seconds = time.perf_counter() - start
+                for i in range(ran):
+                    done += 1
+                    row = {"epoch": done, **{c: float(v) for c, v in zip(program.columns, rows[i])}}
+                    history.append(row)
+                    epoch_seconds.append(seconds / ran)
+                    last = i == ran - 1
+                    if last and bool(loop.stopped):
+                        stop_reason = _early_stop_message(early_stopping, loop.stopper)
+                    bar.update(done - bar.n)
+                    bar.set_postfix(
+                        {k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "learning_rate")}, refresh=False
+                    )
+                    # Recorded before the callbacks run, so that a callback that raises leaves this epoch on disk.
+                    # Calls end at checkpoint epochs, so only a call's last epoch may be saved: with its state.
+                    with guard.protect():
+                        saved = recorder is not None and recorder.epoch_end(
+                            done, row, loop.state, loop.stopper, loop_lib.best_weights(loop),
+                            last=last and (done == epochs or stop_reason is not None),
+                        )  # fmt: skip
+                    # Every callback sees every epoch (calls are one epoch long when there are callbacks).
+                    if any([bool(c.on_epoch_end(done, dict(row), loop.state)) for c in callbacks]):
+                        stop_reason = stop_reason or f"a callback asked to stop after epoch {done}"
+                        if recorder is not None and not saved:
+                            with guard.protect():
+                                recorder.checkpoint(done, loop.state, loop.stopper, loop_lib.best_weights(loop))
+                if bool(halted):
+                    epoch_seconds.append(0.0)
+                    state, stop_reason = _halt(
+                        program, loop.state, train, order_root, done + 1, strategy, halted_result
+                    )
+                    loop = loop._replace(state=state)
+                    warnings.warn(stop_reason, NonFiniteLossWarning, stacklevel=3)
         except RunDirectoryError as error:
             stop_reason = f"training stopped: {error}. The result returned here holds the trained state in memory."
             warnings.warn(stop_reason, RuntimeWarning, stacklevel=3)
@@ -495,23 +523,26 @@ def _train(
             recorder = None
         except KeyboardInterrupt as interrupt:
             bar.close()
-            done = len(history)
             saved_epoch = None
             if recorder is not None:  # let the checkpoint being written finish, without Orbax's thread noise
                 with quiet_absl():
                     recorder.close(quietly=True)
                 saved_epoch = newest_checkpoint(recorder.run_dir)
-            raise TrainingInterrupted(done, saved_epoch, None if recorder is None else recorder.run_dir) from interrupt
+            raise TrainingInterrupted(len(history), saved_epoch, None if recorder is None else recorder.run_dir) from (
+                interrupt
+            )
         except BaseException:
             if recorder is not None:  # let the checkpoints already started finish
                 recorder.close(quietly=True)
             raise
         finally:
+            loop_lib.report_to(None)
             bar.close()
 
-        best_epoch = _best_epoch(history, early_stopping, stopper_state)
-        history.selected_epoch, history.restored_best = best_epoch, best_weights is not None
-        params, model_state = best_weights if best_weights is not None else (state.params, state.model_state)
+        state, best = loop.state, loop_lib.best_weights(loop)
+        best_epoch = _best_epoch(history, early_stopping, loop.stopper)
+        history.selected_epoch, history.restored_best = best_epoch, best is not None
+        params, model_state = best if best is not None else (state.params, state.model_state)
         # Copies, so that the model never shares buffers with a state that a later compiled step may donate.
         nnx.update(model, *jax.tree.map(jnp.copy, (params, model_state)))
         model.eval()
@@ -530,7 +561,7 @@ def _train(
                 "epochs_run": len(history),
                 "epochs": epochs,
                 "best_epoch": best_epoch,
-                "restored_best": best_weights is not None,
+                "restored_best": best is not None,
                 "stop_reason": stop_reason,
             }
             try:
@@ -542,6 +573,61 @@ def _train(
         for callback in callbacks:
             callback.on_train_end(fit_result)
         return fit_result
+
+
+def _val_batch_size(val) -> int:
+    if isinstance(val, StreamData):
+        # The same batch size as for device-resident data, so both paths compute the same numbers.
+        return min(EVAL_BATCH_SIZE, len(val.source))
+    return 1 if val is None else min(EVAL_BATCH_SIZE, val[0].shape[0])
+
+
+def _call_size(epochs_per_call, done: int, epochs: int, recorder, callbacks, strategy: str) -> int:
+    """How many epochs the next compiled call runs: all that are left (at most ROWS_PER_CALL) unless the host needs
+    an epoch in between: callbacks see every epoch, a run folder checkpoints every ``checkpoint_every`` epochs, and
+    the strategies that step from Python run one epoch per call."""
+    if strategy != "scan" or callbacks:
+        return 1
+    size = epochs - done if epochs_per_call == "auto" else epochs_per_call
+    if recorder is not None:
+        size = min(size, recorder.checkpoint_every - done % recorder.checkpoint_every)
+    return max(1, min(size, epochs - done, loop_lib.ROWS_PER_CALL))
+
+
+def _host_epoch(program, loop, train, val, order_root, strategy):
+    """One epoch of a strategy that steps from Python (loop, chunk, stream), then the same end-of-epoch transition
+    as the compiled calls. Returns ``(loop, rows [1, columns], the EpochResult if it went non-finite)``."""
+    epoch = int(loop.epoch) + 1
+    result = STRATEGIES[strategy](
+        loop.state, train, jax.random.fold_in(order_root, epoch), batch_size=program.batch_size, metrics=program.metrics
+    )
+    if bool(result.halted):
+        return loop._replace(state=result.state, halted=jnp.asarray(True)), None, result
+    options = {"batch_size": program.val_batch_size, "metrics": program.metrics}
+    parts = [jnp.stack(result.metrics)]
+    if isinstance(val, StreamData):
+        parts.append(jnp.stack(evaluate_source(result.state, val, **options)))
+    elif val is not None:
+        parts.append(jnp.stack(evaluate_arrays(result.state, val[0], val[1], **options)))
+    parts.append(result.measurements["learning_rate"][-1:])
+    row = jnp.concatenate([p.astype(jnp.float32) for p in parts])
+    return loop_lib.end_of_epoch_jit(program, loop._replace(state=result.state), row), row[None], None
+
+
+def _halt(program, state, train, order_root, epoch: int, strategy: str, halted_result) -> tuple[TrainState, str]:
+    """The state right before the step that went non-finite in ``epoch``, and the message that says where.
+
+    A compiled call does not apply a non-finite epoch; it is replayed here with the guarded step, which stops
+    exactly before the bad step (the per-step strategies have done that already: ``halted_result``).
+    """
+    result = halted_result
+    if result is None:
+        key = jax.random.fold_in(order_root, epoch)
+        result = STRATEGIES[strategy](state, train, key, batch_size=program.batch_size, metrics=program.metrics)
+    measurements = jax.device_get(result.measurements)
+    bad = int(np.argmin(np.isfinite(measurements["loss"]) & np.isfinite(measurements["grad_norm"])))
+    message = _nonfinite_message(epoch, bad, len(measurements["loss"]), int(result.state.step) + 1, measurements)
+    return result.state, message
 
 
 def _early_stop_message(early_stopping: EarlyStopping, stopper_state) -> str:

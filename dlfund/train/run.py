@@ -116,7 +116,7 @@ def differing_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
 
 # How an epoch runs and where the data sits are chosen per machine; they compute the same training up to float
 # rounding (loop and stream bit for bit), so a run may resume on a machine that chooses differently.
-_NOT_COMPARED = ("execution", "data_placement")
+_NOT_COMPARED = ("execution", "data_placement", "epochs_per_call")
 # A resumed run may be given more epochs than it was started with (it is extended); a schedule sized for the run
 # length is then sized for the new one.
 _EXTENDABLE = ("epochs", "optimizer.total_steps")

@@ -138,7 +138,7 @@ def create_train_state(
     return TrainState(
         params=params,
         model_state=model_state,
-        opt_state=opt.tx.init(params),
+        opt_state=opt.init(params),
         step=jnp.zeros([], jnp.int32),
         key=key,
         graphdef=graphdef,
