@@ -11,7 +11,6 @@ from flax import nnx
 
 import dlfund
 from dlfund.models import MLP, LogisticRegression
-from dlfund.train import execution
 
 
 def small_mlp(seed=0, **kwargs):
@@ -66,12 +65,24 @@ def test_same_seed_same_history_with_dropout(blobs):
     assert histories[0] == histories[1]
 
 
+def compiled_programs():
+    """Cache sizes of every program a scan-strategy fit compiles (the whole-run call, the optimizer's init)."""
+    from dlfund import optimizers
+    from dlfund.train import loop
+
+    return loop.run_epochs._cache_size(), optimizers._init._cache_size()
+
+
 def test_a_second_fit_with_the_same_shapes_does_not_compile_again(blobs):
-    quiet_fit(small_mlp(1), blobs[0], validation_data=blobs[1], epochs=2)
-    sizes = (execution._scan_epoch_fast._cache_size(), dlfund.train.evaluate_arrays._cache_size())
-    result = quiet_fit(small_mlp(2), blobs[0], validation_data=blobs[1], epochs=5)  # new model, other run length
-    quiet_fit(result.model, blobs[0], validation_data=blobs[1], epochs=2)  # continue training the same model
-    assert (execution._scan_epoch_fast._cache_size(), dlfund.train.evaluate_arrays._cache_size()) == sizes
+    stopper = dlfund.EarlyStopping(patience=3)
+    quiet_fit(small_mlp(1), blobs[0], validation_data=blobs[1], epochs=2, early_stopping=stopper)
+    sizes = compiled_programs()
+    assert all(sizes)  # the programs a fit uses, so the comparisons below can fail
+    # A new model, another run length, another patience and min_delta:
+    stopper = dlfund.EarlyStopping(patience=7, min_delta=1e-3)
+    result = quiet_fit(small_mlp(2), blobs[0], validation_data=blobs[1], epochs=5, early_stopping=stopper)
+    quiet_fit(result.model, blobs[0], validation_data=blobs[1], epochs=2, early_stopping=stopper)  # continued
+    assert compiled_programs() == sizes
 
 
 def lr_problem():
@@ -94,9 +105,9 @@ def test_another_learning_rate_or_weight_decay_reuses_the_compiled_program_and_i
     import sys
 
     fit_rates(1e-3, 1e-4)
-    size = execution._scan_epoch_fast._cache_size()
+    sizes = compiled_programs()
     result, weights = fit_rates(3e-2, 1e-2)
-    assert execution._scan_epoch_fast._cache_size() == size  # not compiled again
+    assert compiled_programs() == sizes  # not compiled again
     # The new peak is the one the steps used (warmup_cosine reaches it at the end of the warm-up).
     rates = result.history["learning_rate"]
     assert rates.max() <= 3e-2 and rates[0] > 3e-3
@@ -298,6 +309,17 @@ def test_a_nan_gradient_with_a_finite_loss_is_caught_even_at_the_last_step(blobs
     assert len(result.history) == 0 and result.best_epoch is None
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(params_of(result.model))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_weights_that_overflow_with_a_finite_loss_stop_the_run_before_the_update(blobs):
+    """An update can take the weights to Inf while its loss and gradient are finite; the run stops before it."""
+    x, y = blobs[0]
+    loss = lambda outputs, labels: jnp.mean((outputs - 100.0) ** 2, axis=-1)
+    model = small_mlp()
+    with pytest.warns(dlfund.NonFiniteLossWarning, match=r"the weights \(the update overflowed\) became NaN/Inf"):
+        result = quiet_fit(model, (x, y), loss=loss, optimizer="sgd", learning_rate=3e38, batch_size=240, metrics=())
+    for leaf in jax.tree.leaves(params_of(result.model)):
+        assert np.isfinite(leaf).all()
 
 
 def test_no_warning_on_a_normal_run(blobs):

@@ -172,3 +172,21 @@ def test_a_long_call_reports_each_epoch_as_it_ends():
         loop_lib.report_to(None)
     assert [epoch for epoch, _ in seen] == [1, 2, 3, 4] and int(loop.epoch) == 4
     np.testing.assert_array_equal(np.stack([row for _, row in seen]), rows[:4])
+
+
+def test_a_run_folder_that_fails_mid_call_keeps_a_history_that_matches_the_state(tmp_path, monkeypatch):
+    from dlfund.train import run as run_lib
+
+    log_row = run_lib.RunRecorder._log_row
+
+    def failing(self, row):
+        if row["epoch"] == 3:
+            raise OSError(28, "No space left on device")
+        return log_row(self, row)
+
+    monkeypatch.setattr(run_lib.RunRecorder, "_log_row", failing)
+    with pytest.warns(RuntimeWarning, match="No space left on device"):
+        result = fit("auto", epochs=10, run_dir=tmp_path / "run", checkpoint_every=5)
+    steps_per_epoch = result.config["steps_per_epoch"]
+    assert len(result.history) * steps_per_epoch == int(result.state.step)  # every trained epoch is in the history
+    assert "training stopped" in result.stop_reason

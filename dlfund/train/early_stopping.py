@@ -71,11 +71,25 @@ class EarlyStopping:
             stop=jnp.asarray(False),
         )
 
-    def update(self, state: EarlyStoppingState, value: jax.Array, epoch: jax.Array) -> EarlyStoppingState:
-        """The state after an epoch whose monitored quantity is ``value``."""
+    def update(
+        self,
+        state: EarlyStoppingState,
+        value: jax.Array,
+        epoch: jax.Array,
+        *,
+        patience: jax.Array | None = None,
+        min_delta: jax.Array | None = None,
+    ) -> EarlyStoppingState:
+        """The state after an epoch whose monitored quantity is ``value``.
+
+        ``patience`` / ``min_delta``: arrays that replace this rule's own (inside a compiled loop they are values
+        in its state, so another patience does not compile the training program again).
+        """
         value = jnp.asarray(value, jnp.float32)
+        patience = self.patience if patience is None else patience
+        min_delta = self.min_delta if min_delta is None else min_delta
         sign = 1.0 if self.maximize else -1.0
-        improved = jnp.isfinite(value) & (sign * (value - state.best) > self.min_delta)
+        improved = jnp.isfinite(value) & (sign * (value - state.best) > min_delta)
         # The first finite value always becomes the best (otherwise min_delta could hide it against +-inf).
         improved = improved | (jnp.isfinite(value) & (state.best_epoch < 0))
         wait = jnp.where(improved, 0, state.wait + 1)
@@ -83,5 +97,5 @@ class EarlyStopping:
             best=jnp.where(improved, value, state.best),
             best_epoch=jnp.where(improved, jnp.asarray(epoch, jnp.int32), state.best_epoch),
             wait=wait,
-            stop=wait >= self.patience,
+            stop=wait >= patience,
         )

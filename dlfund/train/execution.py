@@ -69,14 +69,16 @@ def _select(keep_new: jax.Array, new: TrainState, old: TrainState) -> TrainState
 
 
 def guarded_step(metrics: tuple[Any, ...], carry: Carry, batch: tuple[jax.Array, jax.Array]):
-    """A train step that is applied only while every step so far had a finite loss and gradient.
+    """A train step that is applied only while every step so far had a finite loss, gradient and new state.
 
     Also feeds the batch's per-example outputs to the training-metric accumulators.
     Returns ``(carry, measurements)``.
     """
     state, metric_states, halted = carry
     new_state, measurements, step_out = train_step_with_outputs(state, batch)
-    ok = jnp.logical_and(jnp.logical_not(halted), finite(measurements))
+    # An update can overflow the weights while the loss and gradient it came from are finite.
+    measurements["state_finite"] = _all_finite((new_state.params, new_state.opt_state))
+    ok = jnp.logical_not(halted) & finite(measurements) & measurements["state_finite"]
     state = _select(ok, new_state, state)
     mask = jnp.broadcast_to(ok, step_out.losses.shape).astype(jnp.float32)
     metric_states = _update_metrics(state, metrics, metric_states, batch, step_out, mask)

@@ -31,7 +31,7 @@ from dlfund.train.evaluation import (
     evaluate_source,
     output_shape,
 )
-from dlfund.train.execution import STRATEGIES, StreamData, choose_strategy
+from dlfund.train.execution import STRATEGIES, StreamData, _scan_epoch_guarded, choose_strategy
 from dlfund.train.interrupts import InterruptGuard, TrainingInterrupted, newest_checkpoint, quiet_absl
 from dlfund.train.run import RunDirectoryError, RunRecorder, describe_data, describe_model
 from dlfund.train.state import TrainState, create_train_state
@@ -242,10 +242,11 @@ def fit(
         :func:`dlfund.data.augment.compose`); applied inside the compiled step with its own key, never in
         evaluation. Needs image inputs [N, H, W, C].
       epochs_per_call: how many epochs one compiled call runs (training, validation and early stopping inside
-        the program, one read of the results per call). "auto": every remaining epoch (up to 64 per call) with
-        the scan strategy, except where the host needs each epoch (callbacks) or a checkpoint (``run_dir``: calls
-        end at checkpoint epochs); the other strategies step from Python, one epoch per call. An int >= 1 caps
-        the call length (1: the classic epoch-by-epoch loop). The history is the same either way.
+        the program, one read of the results per call). "auto", with the scan strategy: calls of about
+        ``CALL_SECONDS`` (0.5 s) from the measured epoch time, at most 64 epochs, except where the host needs each
+        epoch (callbacks) or a checkpoint (``run_dir``: calls end at checkpoint epochs); the other strategies step
+        from Python, one epoch per call. An int >= 1 fixes the call length (1: the classic epoch-by-epoch loop).
+        The history is the same either way.
     Returns:
       a :class:`FitResult`.
     """
@@ -416,7 +417,12 @@ def _check_epochs_per_call(value: Any, strategy: str, callbacks: Sequence[Callba
 
 
 def _nonfinite_message(epoch: int, step_in_epoch: int, steps: int, global_step: int, measurements) -> str:
-    what = "loss" if not np.isfinite(measurements["loss"][step_in_epoch]) else "gradient"
+    if not np.isfinite(measurements["loss"][step_in_epoch]):
+        what = "loss"
+    elif not np.isfinite(measurements["grad_norm"][step_in_epoch]):
+        what = "gradient"
+    else:
+        what = "weights (the update overflowed)"
     return (
         f"training stopped: the {what} became NaN/Inf at epoch {epoch}, step {step_in_epoch + 1} of {steps} "
         f"(global step {global_step}). The model keeps the weights from before that step. Usual causes: a "
@@ -451,7 +457,7 @@ def _train(
             state, done, history, stopper_state, best = recorder.start(state, early_stopping)
     except RunDirectoryError as error:
         raise RunDirectoryError(f"{error}. Nothing was trained.") from error
-    program = loop_lib.EpochProgram(
+    program = loop_lib.EpochProgram.of(
         batch_size=batch_size,
         metrics=metrics,
         validation=val is not None,
@@ -459,7 +465,9 @@ def _train(
         early_stopping=early_stopping,
         report=progress and strategy == "scan",
     )
-    loop = loop_lib.init_loop(state, program, epoch=done, stopper=stopper_state, best=best)
+    loop = loop_lib.init_loop(
+        state, program, epoch=done, stopper=stopper_state, best=best, early_stopping=early_stopping
+    )
     if bool(loop.stopped):
         stop_reason = _early_stop_message(early_stopping, loop.stopper)  # a resumed run that had stopped early
     epoch_seconds: list[float] = []
@@ -469,8 +477,12 @@ def _train(
         try:
             if program.report:
                 loop_lib.report_to(lambda epoch, row: bar.update(max(0, epoch - bar.n)))
+            # Seconds per epoch: from an earlier fit of the same program and data shape (a re-run notebook cell),
+            # then measured on this fit's calls (the first call of a new program includes compiling).
+            timing_key = (program, strategy, tuple(np.shape(train[0])) if strategy == "scan" else None)
+            epoch_time = _EPOCH_TIMES.get(timing_key)
             while done < epochs and stop_reason is None:
-                size = _call_size(epochs_per_call, done, epochs, recorder, callbacks, strategy)
+                size = _call_size(epochs_per_call, done, epochs, recorder, callbacks, strategy, epoch_time)
                 start = time.perf_counter()
                 if strategy == "scan":
                     x, y = train
@@ -484,11 +496,20 @@ def _train(
                 rows, ran, halted = jax.device_get((rows, loop.epoch, loop.halted))
                 ran = int(ran) - done
                 seconds = time.perf_counter() - start
-                for i in range(ran):
-                    done += 1
-                    row = {"epoch": done, **{c: float(v) for c, v in zip(program.columns, rows[i])}}
+                if ran:
+                    if len(_EPOCH_TIMES) >= 256:
+                        _EPOCH_TIMES.clear()
+                    epoch_time = _EPOCH_TIMES[timing_key] = seconds / ran
+                # Every row goes into the history first: a run folder that fails below leaves it whole.
+                first = done + 1
+                call_rows = [
+                    {"epoch": first + i, **{c: float(v) for c, v in zip(program.columns, rows[i])}} for i in range(ran)
+                ]
+                for row in call_rows:
                     history.append(row)
                     epoch_seconds.append(seconds / ran)
+                for i, row in enumerate(call_rows):
+                    done = row["epoch"]
                     last = i == ran - 1
                     if last and bool(loop.stopped):
                         stop_reason = _early_stop_message(early_stopping, loop.stopper)
@@ -510,11 +531,12 @@ def _train(
                             with guard.protect():
                                 recorder.checkpoint(done, loop.state, loop.stopper, loop_lib.best_weights(loop))
                 if bool(halted):
-                    epoch_seconds.append(0.0)
+                    start = time.perf_counter()
                     state, stop_reason = _halt(
                         program, loop.state, train, order_root, done + 1, strategy, halted_result
                     )
                     loop = loop._replace(state=state)
+                    epoch_seconds.append(time.perf_counter() - start)
                     warnings.warn(stop_reason, NonFiniteLossWarning, stacklevel=3)
         except RunDirectoryError as error:
             stop_reason = f"training stopped: {error}. The result returned here holds the trained state in memory."
@@ -582,13 +604,29 @@ def _val_batch_size(val) -> int:
     return 1 if val is None else min(EVAL_BATCH_SIZE, val[0].shape[0])
 
 
-def _call_size(epochs_per_call, done: int, epochs: int, recorder, callbacks, strategy: str) -> int:
-    """How many epochs the next compiled call runs: all that are left (at most ROWS_PER_CALL) unless the host needs
-    an epoch in between: callbacks see every epoch, a run folder checkpoints every ``checkpoint_every`` epochs, and
-    the strategies that step from Python run one epoch per call."""
+_EPOCH_TIMES: dict[Any, float] = {}
+
+#: "auto" sizes calls to last about this long: reading results back once per call then costs nothing next to
+#: the call, and a Ctrl-C (which stops the host at once but not a call the device is running) loses at most this.
+CALL_SECONDS = 0.5
+
+
+def _call_size(
+    epochs_per_call, done: int, epochs: int, recorder, callbacks, strategy: str, epoch_time: float | None
+) -> int:
+    """How many epochs the next compiled call runs.
+
+    "auto": about :data:`CALL_SECONDS` of epochs, from the epoch time measured so far (the first call runs one
+    epoch: it includes compiling), so a small model's whole run is one or two calls while a large model's epochs
+    run one per call, where a read-back costs nothing next to an epoch. Callbacks see every epoch, a run folder
+    checkpoints every ``checkpoint_every`` epochs, and the strategies that step from Python run one epoch per call.
+    """
     if strategy != "scan" or callbacks:
         return 1
-    size = epochs - done if epochs_per_call == "auto" else epochs_per_call
+    if epochs_per_call == "auto":
+        size = 1 if epoch_time is None else int(CALL_SECONDS / max(epoch_time, 1e-6))
+    else:
+        size = epochs_per_call
     if recorder is not None:
         size = min(size, recorder.checkpoint_every - done % recorder.checkpoint_every)
     return max(1, min(size, epochs - done, loop_lib.ROWS_PER_CALL))
@@ -621,11 +659,12 @@ def _halt(program, state, train, order_root, epoch: int, strategy: str, halted_r
     exactly before the bad step (the per-step strategies have done that already: ``halted_result``).
     """
     result = halted_result
-    if result is None:
+    if result is None:  # a compiled call flagged the epoch: replay it guarded (the unguarded pass is known to fail)
         key = jax.random.fold_in(order_root, epoch)
-        result = STRATEGIES[strategy](state, train, key, batch_size=program.batch_size, metrics=program.metrics)
+        result = _scan_epoch_guarded(state, *train, key, batch_size=program.batch_size, metrics=program.metrics)
     measurements = jax.device_get(result.measurements)
-    bad = int(np.argmin(np.isfinite(measurements["loss"]) & np.isfinite(measurements["grad_norm"])))
+    ok = np.isfinite(measurements["loss"]) & np.isfinite(measurements["grad_norm"]) & measurements["state_finite"]
+    bad = int(np.argmin(ok))
     message = _nonfinite_message(epoch, bad, len(measurements["loss"]), int(result.state.step) + 1, measurements)
     return result.state, message
 

@@ -38,6 +38,7 @@ class LoopState(NamedTuple):
       epoch: int32, the number of epochs done.
       stopped: bool, early stopping has fired.
       halted: bool, the epoch after ``epoch`` produced a non-finite loss or state (it was not applied).
+      limits: early stopping's ``(patience int32, min_delta float32)``: values, not constants of the program.
     """
 
     state: TrainState
@@ -46,6 +47,7 @@ class LoopState(NamedTuple):
     epoch: jax.Array
     stopped: jax.Array
     halted: jax.Array
+    limits: tuple[jax.Array, jax.Array] | None = None
 
 
 #: Rows one compiled call can return: a call runs at most this many epochs (a longer run takes several calls).
@@ -62,7 +64,8 @@ class EpochProgram:
       metrics: training (and validation) metric accumulators.
       validation: whether rows have ``val_`` columns.
       val_batch_size: validation batch size (device-resident validation data).
-      early_stopping: the :class:`EarlyStopping` rule, or None.
+      early_stopping: the :class:`EarlyStopping` rule, or None; only its monitor, direction and ``restore_best``
+        shape the program (:meth:`of` sets its patience and min_delta aside: they are values in ``LoopState``).
       report: send each finished epoch to :func:`report_to` (moves a progress bar during a long call).
     """
 
@@ -72,6 +75,15 @@ class EpochProgram:
     val_batch_size: int = 1
     early_stopping: EarlyStopping | None = None
     report: bool = False
+
+    @classmethod
+    def of(cls, *, early_stopping: EarlyStopping | None = None, **fields: Any) -> EpochProgram:
+        """The program for these settings; early stopping's patience and min_delta do not make another one."""
+        if early_stopping is not None:
+            # The direction is fixed now, as the rule had it ("auto" reads it from the monitor's name).
+            mode = "max" if early_stopping.maximize else "min"
+            early_stopping = dataclasses.replace(early_stopping, patience=1, min_delta=0.0, mode=mode)
+        return cls(early_stopping=early_stopping, **fields)
 
     @property
     def columns(self) -> list[str]:
@@ -84,9 +96,22 @@ class EpochProgram:
         return None if self.early_stopping is None else self.columns.index(self.early_stopping.monitor)
 
 
-def init_loop(state: TrainState, program: EpochProgram, *, epoch: int = 0, stopper=None, best=None) -> LoopState:
-    """The loop state before epoch ``epoch + 1`` (``stopper``/``best``: restored from a run folder, if any)."""
+def init_loop(
+    state: TrainState,
+    program: EpochProgram,
+    *,
+    epoch: int = 0,
+    stopper=None,
+    best=None,
+    early_stopping: EarlyStopping | None = None,
+) -> LoopState:
+    """The loop state before epoch ``epoch + 1`` (``stopper``/``best``: restored from a run folder, if any;
+    ``early_stopping``: the rule whose patience and min_delta apply, default the program's)."""
     stopping = program.early_stopping
+    limits = None
+    if stopping is not None:
+        rule = early_stopping or stopping
+        limits = (jnp.asarray(rule.patience, jnp.int32), jnp.asarray(rule.min_delta, jnp.float32))
     if stopping is not None and stopper is None:
         stopper = stopping.init()
     if stopping is not None and stopping.restore_best and best is None:
@@ -101,6 +126,7 @@ def init_loop(state: TrainState, program: EpochProgram, *, epoch: int = 0, stopp
         epoch=jnp.asarray(epoch, jnp.int32),
         stopped=jnp.asarray(False) if stopper is None else jnp.array(stopper.stop),  # a copy: both are donated
         halted=jnp.asarray(False),
+        limits=limits,
     )
 
 
@@ -131,7 +157,8 @@ def end_of_epoch(program: EpochProgram, loop: LoopState, row: jax.Array) -> Loop
     stopper, best, stopped = loop.stopper, loop.best, loop.stopped
     stopping = program.early_stopping
     if stopping is not None:
-        stopper = stopping.update(stopper, row[program.monitor_index], epoch)
+        patience, min_delta = loop.limits
+        stopper = stopping.update(stopper, row[program.monitor_index], epoch, patience=patience, min_delta=min_delta)
         if best is not None:
             best = _where(stopper.best_epoch == epoch, (loop.state.params, loop.state.model_state), best)
         stopped = stopper.stop
