@@ -86,14 +86,18 @@ def _check_zero_division(zero_division: float) -> float:
     raise ValueError(f"zero_division must be 0.0, 1.0 or nan; got {zero_division!r}.")
 
 
-def _check_num_classes(num_classes: int) -> int:
+def _check_int(name: str, value: Any, minimum: int) -> int:
     try:
-        count = operator.index(num_classes)
+        count = operator.index(value)
     except TypeError:
-        raise TypeError(f"num_classes must be an int; got {type(num_classes).__name__}") from None
-    if count < 1:
-        raise ValueError(f"num_classes must be at least 1; got {count}.")
+        raise TypeError(f"{name} must be an int; got {type(value).__name__}") from None
+    if count < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; got {count}.")
     return count
+
+
+def _check_num_classes(num_classes: int) -> int:
+    return _check_int("num_classes", num_classes, 1)
 
 
 def _as_labels(labels: Any, name: str) -> Any:
@@ -949,12 +953,7 @@ def classification_report(
     Raises:
       As :func:`per_class_scores`; also ValueError/TypeError for ``digits`` that is not an int >= 0.
     """
-    try:
-        digits = operator.index(digits)
-    except TypeError:
-        raise TypeError(f"digits must be an int; got {type(digits).__name__}") from None
-    if digits < 0:
-        raise ValueError(f"digits must be >= 0; got {digits}.")
+    digits = _check_int("digits", digits, 0)
     scores = per_class_scores(
         y_true, y_pred, num_classes=num_classes, class_names=class_names, zero_division=zero_division
     )
