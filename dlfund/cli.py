@@ -73,8 +73,9 @@ class PredictArgs:
 
     run_dir: Annotated[str, tyro.conf.Positional]
     input: Annotated[str, tyro.conf.Positional]
-    """a .npy file of raw inputs [N, *input_shape] (one example without the N axis works too), or a folder of
-    images (searched recursively; converted to the run's channels and resized to its image size)"""
+    """a .npy file of raw inputs [N, *input_shape] (one example without the N axis works too), or, for a run
+    trained on 8-bit images (image folders, MNIST, CIFAR), a folder of image files (searched recursively;
+    converted to the run's channels and resized to its image size)"""
     out: str | None = None
     """write every prediction to this CSV file (input, class id, class name, probabilities)"""
     show: int = 20
