@@ -7,6 +7,7 @@ import json
 import math
 
 import jax.numpy as jnp
+import label_strategies
 import numpy as np
 import pytest
 import sklearn.metrics as skm
@@ -20,25 +21,11 @@ ZERO_DIVISIONS = (0.0, 1.0, math.nan)
 SCORES = ("precision", "recall", "f1")
 
 
-@st.composite
-def labelled(draw):
-    """(y_true int [N], y_pred int [N], num_classes or None).
-
-    Each side draws from its own subset of the classes, so classes go missing from y_true, from y_pred or from
-    both, and 1-class and 2-class inputs are common. With num_classes=None the label set is arbitrary (negative
-    labels, gaps), as sklearn's labels=None allows.
-    """
-    num_classes = draw(st.one_of(st.none(), st.integers(1, 6)))
-    if num_classes is None:
-        pool = draw(st.lists(st.integers(-3, 9), min_size=1, max_size=6, unique=True))
-    else:
-        pool = list(range(num_classes))
-    n = draw(st.integers(1, 30))
-    sides = []
-    for _ in range(2):
-        support = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=len(pool), unique=True))
-        sides.append(np.array(draw(st.lists(st.sampled_from(support), min_size=n, max_size=n)), np.int64))
-    return sides[0], sides[1], num_classes
+def labelled():
+    """Label pairs (see :func:`label_strategies.labelled`): up to 6 classes, arbitrary label sets (negative labels,
+    gaps) for num_classes=None, up to 30 examples."""
+    free_pools = st.lists(st.integers(-3, 9), min_size=1, max_size=6, unique=True)
+    return label_strategies.labelled(max_classes=6, free_pools=free_pools, max_examples=30)
 
 
 def sklearn_dict(y_true, y_pred, num_classes, zero_division, class_names=None):

@@ -7,6 +7,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import label_strategies
 import numpy as np
 import pytest
 import sklearn.metrics as skm
@@ -44,21 +45,10 @@ _FIXED_POOLS = st.sampled_from([[0, 1], [0], [1], [-1, 1], [0, 2], [3], [1, 5]])
 _FREE_POOLS = st.lists(st.integers(-3, 8), min_size=1, max_size=5, unique=True)
 
 
-@st.composite
-def labelled(draw):
-    """(y_true int [N], y_pred int [N], num_classes or None).
-
-    Each side draws from its own subset of the classes, so that classes go missing from y_true, from y_pred or
-    from both, and single-class inputs occur.
-    """
-    num_classes = draw(st.one_of(st.none(), st.integers(1, 5)))
-    pool = draw(st.one_of(_FIXED_POOLS, _FREE_POOLS)) if num_classes is None else list(range(num_classes))
-    n = draw(st.integers(1, 24))
-    sides = []
-    for _ in range(2):
-        support = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=len(pool), unique=True))
-        sides.append(np.array(draw(st.lists(st.sampled_from(support), min_size=n, max_size=n)), np.int64))
-    return sides[0], sides[1], num_classes
+def labelled():
+    """Label pairs (see :func:`label_strategies.labelled`): up to 5 classes, pools for num_classes=None from
+    ``_FIXED_POOLS`` or ``_FREE_POOLS``, up to 24 examples."""
+    return label_strategies.labelled(max_classes=5, free_pools=st.one_of(_FIXED_POOLS, _FREE_POOLS), max_examples=24)
 
 
 def _sk_labels(num_classes):
