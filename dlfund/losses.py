@@ -51,7 +51,7 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing:
     Returns:
       [B] losses.
     """
-    if label_smoothing == 0.0:
+    if isinstance(label_smoothing, (int, float)) and label_smoothing == 0.0:  # a traced value takes the other path
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), label_smoothing)
     return optax.softmax_cross_entropy(logits, targets)
@@ -125,6 +125,9 @@ class Loss:
       options: extra keyword arguments for ``fn``, as sorted (key, value) pairs so the loss stays hashable.
       link: how outputs become class probabilities when the loss is a likelihood: "softmax" (cross-entropy on
         logits), "sigmoid" (binary cross-entropy on one logit); None for margin, custom and regression losses.
+      smoothed: label smoothing is on (softmax cross-entropy only); this shapes the program.
+      label_smoothing: its amount, a value the program receives (``compare=False``: losses that differ only in the
+        amount are equal, so they share compiled programs; the train state carries the amount as an array).
     """
 
     name: str
@@ -132,10 +135,16 @@ class Loss:
     task: str
     options: tuple[tuple[str, Any], ...] = ()
     link: str | None = None
+    smoothed: bool = False
+    label_smoothing: float = dataclasses.field(default=0.0, compare=False)
 
-    def __call__(self, outputs: jax.Array, targets: jax.Array) -> jax.Array:
-        """Per-example losses, shape [B]."""
-        losses = self.fn(outputs, targets, **dict(self.options))
+    def __call__(self, outputs: jax.Array, targets: jax.Array, *, label_smoothing: Any = None) -> jax.Array:
+        """Per-example losses, shape [B]; ``label_smoothing`` (a traced value, when smoothed) overrides the
+        loss's own amount."""
+        options = dict(self.options)
+        if self.smoothed:
+            options["label_smoothing"] = self.label_smoothing if label_smoothing is None else label_smoothing
+        losses = self.fn(outputs, targets, **options)
         if losses.ndim != 1:
             raise ValueError(
                 f"loss {self.name!r} must return one value per example (shape [B]); got shape {losses.shape}"
@@ -175,7 +184,8 @@ class Loss:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly description (for configs and logs)."""
-        return {"name": self.name, **dict(self.options)}
+        smoothing = {"label_smoothing": self.label_smoothing} if self.smoothed else {}
+        return {"name": self.name, **dict(self.options), **smoothing}
 
 
 LOSSES: Registry[Loss] = Registry("loss")
@@ -219,7 +229,7 @@ def get(loss: str | Loss | Callable[..., jax.Array], *, label_smoothing: float |
             raise ValueError(f"label_smoothing applies to softmax_cross_entropy only, not to {resolved.name!r}")
         if not (0.0 <= label_smoothing < 1.0) or math.isnan(label_smoothing):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        resolved = dataclasses.replace(resolved, options=(("label_smoothing", float(label_smoothing)),))
+        resolved = dataclasses.replace(resolved, smoothed=True, label_smoothing=float(label_smoothing))
     return resolved
 
 

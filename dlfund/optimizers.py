@@ -226,11 +226,15 @@ class Optimizer:
     clip_norm: float | None = None
     options: tuple[tuple[str, Any], ...] = ()
     schedule_options: tuple[tuple[str, Any], ...] = ()
-    #: whether the program has a weight-decay term (derived from ``weight_decay``; adamw always has one)
-    decays: bool = dataclasses.field(init=False, default=False)
+    #: whether the program has a weight-decay term: None derives it (``weight_decay > 0``; adamw always has one);
+    #: True keeps the term at a weight decay of 0 (a sweep whose members decay by 0 and by more: one program)
+    decays: bool | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "decays", self.name == "adamw" or self.weight_decay > 0)
+        derived = self.name == "adamw" or self.weight_decay > 0
+        if self.decays is False and derived:
+            raise ValueError(f"decays=False, but {self.name} with weight_decay={self.weight_decay} decays weights")
+        object.__setattr__(self, "decays", bool(self.decays) or derived)
 
     @property
     def tx(self) -> optax.GradientTransformation:

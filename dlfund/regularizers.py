@@ -36,21 +36,22 @@ class Penalty:
 
     Attributes:
       name: e.g. "l2".
-      coefficient: >= 0.
+      coefficient: >= 0. Not compared (``compare=False``): penalties that differ only in strength are equal, so
+        they share compiled programs; a train state carries the strength as an array (see ``coefficient=``).
       fn: elementwise penalty, e.g. ``jnp.square``.
       mask: params -> pytree of Python bools (which parameters to penalize).
     """
 
     name: str
-    coefficient: float
+    coefficient: float = dataclasses.field(compare=False)
     fn: Callable[[jax.Array], jax.Array]
     mask: Mask = kernels_only
 
-    def __call__(self, params: Any) -> jax.Array:
-        """The penalty, a float32 scalar."""
+    def __call__(self, params: Any, coefficient: Any = None) -> jax.Array:
+        """The penalty, a float32 scalar; ``coefficient`` (e.g. a traced value) overrides the penalty's own."""
         selected = [p for p, keep in zip(jax.tree.leaves(params), jax.tree.leaves(self.mask(params))) if keep]
         total = sum((jnp.sum(self.fn(p)) for p in selected), jnp.zeros([], jnp.float32))
-        return self.coefficient * total
+        return (self.coefficient if coefficient is None else coefficient) * total
 
     def describe(self) -> str:
         return f"{self.name}:{self.coefficient:g}"
@@ -86,9 +87,11 @@ class CallablePenalty:
     """A user's ``fn(params) -> scalar`` used as a penalty."""
 
     fn: Callable[[Any], jax.Array]
+    coefficient = 1.0  # the scale a train state carries for it (a user's function has its own strength inside)
 
-    def __call__(self, params: Any) -> jax.Array:
-        return jnp.asarray(self.fn(params), jnp.float32)
+    def __call__(self, params: Any, coefficient: Any = None) -> jax.Array:
+        value = jnp.asarray(self.fn(params), jnp.float32)
+        return value if coefficient is None else coefficient * value
 
     def describe(self) -> str:
         return callable_name(self.fn)
@@ -111,6 +114,11 @@ def get(spec: str | Penalty | Callable[[Any], jax.Array]) -> Penalty | CallableP
     raise TypeError(f"a regularizer must be a name like 'l2:1e-4', a Penalty or a callable, got {spec!r}")
 
 
-def total_penalty(penalties: tuple[Penalty | CallablePenalty, ...], params: Any) -> jax.Array:
-    """Sum of all penalties on ``params`` (0 when there are none)."""
-    return sum((p(params) for p in penalties), jnp.zeros([], jnp.float32))
+def total_penalty(
+    penalties: tuple[Penalty | CallablePenalty, ...], params: Any, coefficients: tuple[Any, ...] | None = None
+) -> jax.Array:
+    """Sum of all penalties on ``params`` (0 when there are none); ``coefficients``: one strength per penalty
+    (e.g. traced values from a train state), default each penalty's own."""
+    if coefficients is None:
+        coefficients = (None,) * len(penalties)
+    return sum((p(params, c) for p, c in zip(penalties, coefficients, strict=True)), jnp.zeros([], jnp.float32))

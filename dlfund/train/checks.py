@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from typing import Any
 
 import numpy as np
 
+from dlfund import _warnings
 from dlfund.losses import BINARY, MULTICLASS, REGRESSION, Loss
 
 
@@ -109,13 +109,12 @@ def scale_problem(name: str, x: np.ndarray) -> str | None:
 def warn_unnormalized(problems: list[str]) -> None:
     """One warning for every split whose inputs look unnormalized, with the fix."""
     if problems:
-        warnings.warn(
+        _warnings.warn(
             "; ".join(problems) + ". Networks train poorly on unnormalized inputs (e.g. at chance with SGD). "
             "Scale them (x / 255 for 8-bit images) or standardize them with statistics of the training split; "
             "dlfund.data.from_arrays(x, y) splits and normalizes them for you, and records the normalization "
             "for inference.",
             DataWarning,
-            stacklevel=3,
         )
 
 
@@ -172,12 +171,11 @@ def check_outputs_fit_labels(out_shape: tuple[int, ...], loss: Loss, labels: dic
             f"num_classes={highest + 1}"
         )
     if not one_output and num_classes > 2 and num_classes > highest + 1:
-        warnings.warn(
+        _warnings.warn(
             f"the model has {num_classes} outputs but the labels seen go only up to {highest} ({highest + 1} "
             f"classes); if there are {highest + 1} classes, build it with num_classes={highest + 1} (the extra "
             "outputs only learn never to be chosen, and macro metrics count their classes)",
             DataWarning,
-            stacklevel=3,
         )
 
 
@@ -202,11 +200,10 @@ def check_learning_rate(value: Any) -> float:
 def effective_batch_size(batch_size: int, num_examples: int) -> int:
     """``batch_size``, or the whole training set (with a warning) when it is larger than the set."""
     if batch_size > num_examples:
-        warnings.warn(
+        _warnings.warn(
             f"batch_size={batch_size} is larger than the {num_examples} training examples; "
             f"training on one full batch of {num_examples} per step",
             UserWarning,
-            stacklevel=3,
         )
         return num_examples
     return batch_size

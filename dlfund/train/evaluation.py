@@ -53,9 +53,7 @@ def evaluate_arrays(state: TrainState, x: jax.Array, y: jax.Array, *, batch_size
 def _eval_batch(state: TrainState, metrics: tuple[Any, ...], metric_states, x, y, mask):
     """Eval-mode outputs of one batch, fed to the metric accumulators."""
     outputs, _ = state.apply(x, train=False)
-    return update_metrics(
-        metrics, metric_states, state.objective.loss, y, outputs, state.objective.loss(outputs, y), mask
-    )
+    return update_metrics(metrics, metric_states, state.objective.loss, y, outputs, state.data_losses(outputs, y), mask)
 
 
 @functools.partial(jax.jit, static_argnames=("metrics",), donate_argnums=1)
@@ -98,6 +96,7 @@ def _predict_arrays(state: TrainState, x: jax.Array, *, batch_size: int) -> jax.
 def eval_state(model: nnx.Module, loss: Any = None) -> TrainState:
     """A state for evaluation only (no optimizer); shares the model's arrays (nothing is donated)."""
     graphdef, params, model_state = split_model(model)  # the training states' graph: shared compiled programs
+    objective = Objective(loss=losses_lib.for_model(model, loss))
     return TrainState(
         params=params,
         model_state=model_state,
@@ -106,8 +105,9 @@ def eval_state(model: nnx.Module, loss: Any = None) -> TrainState:
         key=jax.random.key(0),
         graphdef=graphdef,
         optimizer=None,
-        objective=Objective(loss=losses_lib.for_model(model, loss)),
+        objective=objective,
         call_takes_rngs=_takes_rngs(model),
+        hyper=objective.hyperparameters(),
     )
 
 
@@ -161,7 +161,9 @@ def evaluate(
     """Evaluates ``model`` on a split; every example counts.
 
     Args:
-      model: an NNX module (evaluated in eval mode: no dropout, batch norm on running statistics).
+      model: an NNX module (evaluated in eval mode: no dropout, batch norm on running statistics); or several
+        classifiers (a :class:`dlfund.SweepResult`, a list of models, a :class:`dlfund.Ensemble`), evaluated as
+        their ensemble: the average of their probabilities.
       split: an ``(x, y)`` pair, a :class:`dlfund.data.Dataset` (its test split), or a lazy reader such as
         ``dlfund.data.open_splits(...).test`` (read batch by batch, never all in memory).
       loss: default: the model's ``default_loss``.
@@ -174,6 +176,11 @@ def evaluate(
     from dlfund.train.execution import StreamData
     from dlfund.train.sources import is_host_source
 
+    if not isinstance(model, nnx.Module) or hasattr(model, "histories"):
+        from dlfund.train.ensemble import as_ensemble
+
+        model = as_ensemble(model, loss)
+        loss = None
     if hasattr(split, "test") and hasattr(split, "num_classes"):
         split = split.test
     state = eval_state(model, loss)

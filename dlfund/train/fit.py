@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from dlfund import _warnings
 from dlfund import losses as losses_lib
 from dlfund import metrics as metrics_lib
 from dlfund import optimizers as optimizers_lib
@@ -33,6 +33,7 @@ from dlfund.train.evaluation import (
 )
 from dlfund.train.execution import STRATEGIES, StreamData, _scan_epoch_guarded, choose_strategy
 from dlfund.train.interrupts import InterruptGuard, TrainingInterrupted, newest_checkpoint, quiet_absl
+from dlfund.train.options import FitConfig
 from dlfund.train.run import RunDirectoryError, RunRecorder, describe_data, describe_model
 from dlfund.train.state import TrainState, create_train_state
 
@@ -250,13 +251,79 @@ def fit(
     Returns:
       a :class:`FitResult`.
     """
-    epochs = checks.check_positive_int("epochs", epochs)
-    checkpoint_every = checks.check_positive_int("checkpoint_every", checkpoint_every)
-    if resume and run_dir is None:
+    options = {name: value for name, value in locals().items() if name not in ("model", "data")}
+    return train_planned(plan_fit(model, data, FitConfig(**options)))
+
+
+@dataclasses.dataclass
+class FitPlan:
+    """What :func:`plan_fit` decided, ready for :func:`train_planned`: the state, the placed data, the program.
+
+    Attributes:
+      model: the user's model (updated in place at the end).
+      state: the initial :class:`TrainState`.
+      train, val: placed data (device arrays ``(x, y)`` or a ``StreamData``); val None without validation.
+      order_root: the key whose ``fold_in(order_root, epoch)`` orders each epoch's batches.
+      options: the :class:`FitConfig`, with checked values.
+      steps_per_epoch, example_shape, num_classes: what the checks found.
+      metrics: resolved metric accumulators; strategy: the epoch strategy; config: the JSON-friendly config.
+      recorder: the run folder's :class:`RunRecorder`, or None.
+    """
+
+    model: nnx.Module
+    state: TrainState
+    train: Any
+    val: Any
+    order_root: jax.Array
+    options: FitConfig
+    steps_per_epoch: int
+    example_shape: tuple[int, ...]
+    num_classes: int | None
+    metrics: tuple[Any, ...]
+    strategy: str
+    config: dict[str, Any]
+    recorder: RunRecorder | None
+
+
+def build_state(model: nnx.Module, options: FitConfig, steps_per_epoch: int) -> TrainState:
+    """The initial train state of ``model`` under ``options`` (optimizer, loss, penalties, augmentation, keys)."""
+    opt = optimizers_lib.get(
+        options.optimizer,
+        learning_rate=options.learning_rate,
+        schedule=options.schedule,
+        total_steps=options.epochs * steps_per_epoch,
+        weight_decay=options.weight_decay,
+        clip_norm=options.clip_norm,
+        schedule_options=options.schedule_options,
+        **(options.optimizer_options or {}),
+    )
+    return create_train_state(
+        model,
+        optimizer=opt,
+        loss=losses_lib.for_model(model, options.loss, label_smoothing=options.label_smoothing),
+        regularizers=tuple(options.regularizers),
+        augment=options.augment,
+        key=jax.random.fold_in(jax.random.key(options.seed), _STATE_STREAM),
+    )
+
+
+def order_root(seed: int) -> jax.Array:
+    """The root key of the data order of a run with this seed."""
+    return jax.random.fold_in(jax.random.key(seed), _ORDER_STREAM)
+
+
+def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
+    """Validates everything, builds the state, places the data and chooses the strategy; nothing compiles
+    (:func:`fit` is ``train_planned(plan_fit(...))``)."""
+    epochs = checks.check_positive_int("epochs", options.epochs)
+    checkpoint_every = checks.check_positive_int("checkpoint_every", options.checkpoint_every)
+    if options.resume and options.run_dir is None:
         raise ValueError("resume=True needs the run_dir of the run to continue")
-    batch_size = checks.check_positive_int("batch_size", batch_size)
-    if isinstance(optimizer, str):
+    batch_size = checks.check_positive_int("batch_size", options.batch_size)
+    learning_rate = options.learning_rate
+    if isinstance(options.optimizer, str):
         learning_rate = checks.check_learning_rate(learning_rate)
+    validation_data = options.validation_data
     train_split, val_split, dataset_classes = _split_data(data, validation_data)
     # Arrays the user gave directly (not a Dataset's, which are normalized): check that they look normalized.
     given_as_arrays = [("train", train_split)] if not _is_dataset(data) else []
@@ -280,25 +347,10 @@ def fit(
 
     batch_size = checks.effective_batch_size(batch_size, len(train_data))
     steps_per_epoch = len(train_data) // batch_size
-    opt = optimizers_lib.get(
-        optimizer,
-        learning_rate=learning_rate,
-        schedule=schedule,
-        total_steps=epochs * steps_per_epoch,
-        weight_decay=weight_decay,
-        clip_norm=clip_norm,
-        schedule_options=schedule_options,
-        **(optimizer_options or {}),
+    options = options.replace(
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, checkpoint_every=checkpoint_every
     )
-    root = jax.random.key(seed)
-    state = create_train_state(
-        model,
-        optimizer=opt,
-        loss=losses_lib.for_model(model, loss, label_smoothing=label_smoothing),
-        regularizers=tuple(regularizers),
-        augment=augment,
-        key=jax.random.fold_in(root, _STATE_STREAM),
-    )
+    state = build_state(model, options, steps_per_epoch)
     if state.augment is not None:
         state.augment.validate(example_shape)
     objective_loss = state.objective.loss
@@ -326,32 +378,37 @@ def fit(
     for split in (train_data, val_data):
         if split is not None and split.arrays is not None:  # readers' labels are checked batch by batch
             checks.check_targets(split.name, split.arrays[1], objective_loss, num_classes)
-    placement, _ = sources.choose_placement(sources.data_bytes(len(train_data), example_shape), data_placement)
+    placement, _ = sources.choose_placement(sources.data_bytes(len(train_data), example_shape), options.data_placement)
+    metrics = options.metrics
     if metrics is None:
         metrics = ("accuracy",) if num_classes is not None else ()
     train_metrics = _resolve_metrics(metrics, num_classes)
     columns = [m.name for m in train_metrics]
     if val_data is not None:
         columns += [f"val_{c}" for c in columns]
+    early_stopping = options.early_stopping
     if early_stopping is not None and early_stopping.monitor not in columns:
         hint = " (pass validation_data)" if early_stopping.monitor.startswith("val_") else ""
         raise ValueError(
             f"early stopping monitors {early_stopping.monitor!r}, which this run does not record{hint}; "
             f"recorded: {', '.join(columns)}"
         )
-    strategy = choose_strategy(model, execution, placement=placement)
-    epochs_per_call = _check_epochs_per_call(epochs_per_call, strategy, callbacks)
+    strategy = choose_strategy(model, options.execution, placement=placement)
+    options = options.replace(
+        epochs_per_call=_check_epochs_per_call(options.epochs_per_call, strategy, options.callbacks),
+        callbacks=tuple(options.callbacks),
+    )
     config = {
-        "optimizer": opt.describe(),
+        "optimizer": state.optimizer.describe(),
         "loss": objective_loss.describe(),
         "regularizers": [p.describe() for p in state.objective.penalties],
         "epochs": epochs,
         "batch_size": batch_size,
         "steps_per_epoch": steps_per_epoch,
-        "seed": seed,
+        "seed": options.seed,
         "metrics": [m.name for m in train_metrics],
         "execution": strategy,
-        "epochs_per_call": epochs_per_call,
+        "epochs_per_call": options.epochs_per_call,
         "num_train": len(train_data),
         "num_val": 0 if val_data is None else len(val_data),
         "data_placement": placement,
@@ -359,43 +416,62 @@ def fit(
         "augment": [] if state.augment is None else state.augment.describe(),
     }
     recorder = None
-    if run_dir is not None:
+    if options.run_dir is not None:
         monitor = early_stopping.monitor if early_stopping else ("val_loss" if val_data is not None else "loss")
         mode = "max" if early_stopping is not None and early_stopping.maximize else "min"
         recorder = RunRecorder(
-            run_dir,
+            options.run_dir,
             config=config,
             extra={
                 "model": describe_model(model),
                 "data": describe_data(data, example_shape, num_classes),
-                **(run_info or {}),
+                **(options.run_info or {}),
             },
-            resume=resume,
+            resume=options.resume,
             checkpoint_every=checkpoint_every,
-            keep=checks.check_positive_int("keep_checkpoints", keep_checkpoints),
+            keep=checks.check_positive_int("keep_checkpoints", options.keep_checkpoints),
             monitor=monitor,
             mode=mode,
-            tensorboard=tensorboard,
+            tensorboard=options.tensorboard,
         )
-    for callback in callbacks:
-        callback.on_train_begin(config)
-
-    return _train(
+    return FitPlan(
         model=model,
         state=state,
         train=train_data.place(placement, objective_loss, num_classes),
         val=None if val_data is None else val_data.place(placement, objective_loss, num_classes),
-        order_root=jax.random.fold_in(root, _ORDER_STREAM),
-        epochs=epochs,
-        batch_size=batch_size,
+        order_root=order_root(options.seed),
+        options=options,
+        steps_per_epoch=steps_per_epoch,
+        example_shape=example_shape,
+        num_classes=num_classes,
         metrics=train_metrics,
-        early_stopping=early_stopping,
-        callbacks=tuple(callbacks),
-        progress=progress,
         strategy=strategy,
-        epochs_per_call=epochs_per_call,
         config=config,
         recorder=recorder,
+    )
+
+
+def train_planned(plan: FitPlan) -> FitResult:
+    """Trains a :class:`FitPlan` (callbacks' ``on_train_begin`` first)."""
+    for callback in plan.options.callbacks:
+        callback.on_train_begin(plan.config)
+    options = plan.options
+    return _train(
+        model=plan.model,
+        state=plan.state,
+        train=plan.train,
+        val=plan.val,
+        order_root=plan.order_root,
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        metrics=plan.metrics,
+        early_stopping=options.early_stopping,
+        callbacks=options.callbacks,
+        progress=options.progress,
+        strategy=plan.strategy,
+        epochs_per_call=options.epochs_per_call,
+        config=plan.config,
+        recorder=plan.recorder,
     )
 
 
@@ -537,10 +613,10 @@ def _train(
                     )
                     loop = loop._replace(state=state)
                     epoch_seconds.append(time.perf_counter() - start)
-                    warnings.warn(stop_reason, NonFiniteLossWarning, stacklevel=3)
+                    _warnings.warn(stop_reason, NonFiniteLossWarning)
         except RunDirectoryError as error:
             stop_reason = f"training stopped: {error}. The result returned here holds the trained state in memory."
-            warnings.warn(stop_reason, RuntimeWarning, stacklevel=3)
+            _warnings.warn(stop_reason, RuntimeWarning)
             recorder.close(quietly=True)
             recorder = None
         except KeyboardInterrupt as interrupt:
@@ -591,7 +667,7 @@ def _train(
                     recorder.finish(model, history, outcome)
             except RunDirectoryError as error:
                 fit_result.stop_reason = f"{stop_reason + '; ' if stop_reason else ''}{error}"
-                warnings.warn(str(error), RuntimeWarning, stacklevel=2)
+                _warnings.warn(str(error), RuntimeWarning)
         for callback in callbacks:
             callback.on_train_end(fit_result)
         return fit_result

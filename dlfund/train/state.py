@@ -33,6 +33,23 @@ class Objective:
     loss: losses_lib.Loss
     penalties: tuple[Any, ...] = ()
 
+    def hyperparameters(self) -> dict[str, Any]:
+        """The objective's amounts as float32 arrays, for :attr:`TrainState.hyper`: the penalties' strengths and,
+        when on, the label smoothing. The objective compares without them, so they are values of the program."""
+        values: dict[str, Any] = {"penalties": tuple(jnp.asarray(p.coefficient, jnp.float32) for p in self.penalties)}
+        if self.loss.smoothed:
+            values["label_smoothing"] = jnp.asarray(self.loss.label_smoothing, jnp.float32)
+        return values
+
+    def data_losses(self, outputs: jax.Array, targets: jax.Array, hyper: dict[str, Any]) -> jax.Array:
+        """Per-example losses [B] with the amounts in ``hyper`` (never the static ones: a compiled program is
+        shared by objectives that differ only in them)."""
+        return self.loss(outputs, targets, label_smoothing=hyper.get("label_smoothing"))
+
+    def penalty(self, params: Any, hyper: dict[str, Any]) -> jax.Array:
+        """The regularization penalty on ``params`` with the strengths in ``hyper``."""
+        return regularizers_lib.total_penalty(self.penalties, params, hyper["penalties"])
+
 
 @struct.dataclass
 class TrainState:
@@ -47,6 +64,9 @@ class TrainState:
       graphdef, optimizer, objective, call_takes_rngs: static configuration (not arrays).
       augment: an on-device augmentation (:mod:`dlfund.data.augment`) applied to training batches inside the step,
         or None.
+      hyper: the objective's amounts as arrays (:meth:`Objective.hyperparameters`: penalty strengths, label
+        smoothing); with the learning rate and weight decay in ``opt_state``, every traced hyperparameter is in
+        the state, so another value does not compile another program, and K stacked states train K settings.
     """
 
     params: nnx.State
@@ -59,6 +79,7 @@ class TrainState:
     objective: Objective = struct.field(pytree_node=False)
     call_takes_rngs: bool = struct.field(pytree_node=False, default=True)
     augment: Any = struct.field(pytree_node=False, default=None)
+    hyper: dict[str, Any] = struct.field(default_factory=dict)
 
     def model(self, *, train: bool = False) -> nnx.Module:
         """A module rebuilt from this state (in eval mode unless ``train``); works inside jit."""
@@ -73,6 +94,10 @@ class TrainState:
         outputs = module(x, rngs=key) if self.call_takes_rngs else module(x)
         _, _, model_state = nnx.split(module, nnx.Param, ...)
         return outputs, model_state
+
+    def data_losses(self, outputs: jax.Array, targets: jax.Array) -> jax.Array:
+        """Per-example losses [B] of the objective, with this state's amounts (label smoothing)."""
+        return self.objective.data_losses(outputs, targets, self.hyper)
 
     @property
     def learning_rate(self) -> jax.Array:
@@ -146,4 +171,5 @@ def create_train_state(
         objective=objective,
         call_takes_rngs=_takes_rngs(model),
         augment=pipeline,
+        hyper=objective.hyperparameters(),
     )

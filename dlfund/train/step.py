@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dlfund.regularizers import total_penalty
 from dlfund.train.state import TrainState
 
 Batch = tuple[jax.Array, jax.Array]  # (x [B, ...], y [B, ...])
@@ -65,9 +64,9 @@ def train_step_with_outputs(state: TrainState, batch: Batch) -> tuple[TrainState
 
     def objective_fn(params):
         outputs, model_state = state.replace(params=params).apply(x, train=True, key=dropout_key)
-        losses = objective.loss(outputs, y)
+        losses = objective.data_losses(outputs, y, state.hyper)
         data_loss = jnp.mean(losses)
-        penalty = total_penalty(objective.penalties, params)
+        penalty = objective.penalty(params, state.hyper)
         return data_loss + penalty, (data_loss, penalty, model_state, StepOutputs(outputs, losses))
 
     grads, (data_loss, penalty, model_state, outputs) = jax.grad(objective_fn, has_aux=True)(state.params)
@@ -117,7 +116,7 @@ def eval_step(state: TrainState, batch: Batch) -> StepOutputs:
     """
     x, y = batch
     outputs, _ = state.apply(x, train=False)
-    return StepOutputs(outputs, state.objective.loss(outputs, y))
+    return StepOutputs(outputs, state.data_losses(outputs, y))
 
 
 def update_metrics(

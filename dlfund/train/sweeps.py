@@ -1,0 +1,283 @@
+"""``dlfund.sweep``: K models (seeds, learning rates, ...) trained as one vmapped program.
+
+Member k is ``fit(model_fn(nnx.Rngs(seed_k)), data, seed=seed_k, learning_rate=lr_k, ...)``: its own
+initialization, data order and dropout keys, its own early stopping. The members' train states are stacked on a
+leading axis (the traced hyperparameters are arrays in the state, so they stack too) and one compiled call runs
+``jax.vmap`` of :func:`dlfund.train.loop.run_epochs` over them: many epochs of training, validation and the
+end-of-epoch transition for every member at once.
+
+A member that stops early (or goes non-finite) is frozen inside the program: ``vmap`` of a ``while_loop`` whose
+condition differs between members runs while any member is active and keeps the carry of the inactive ones
+unchanged. Their compute is not saved, only discarded: a sweep whose members stop at very different epochs pays
+for the longest one (``SweepResult.wasted_fraction`` says how much).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from dlfund import _warnings
+from dlfund.history import History
+from dlfund.train import loop as loop_lib
+from dlfund.train import members as members_lib
+from dlfund.train.fit import (
+    CALL_SECONDS,
+    NonFiniteLossWarning,
+    _best_epoch,
+    _early_stop_message,
+    _halt,
+    _val_batch_size,
+    build_state,
+    order_root,
+    plan_fit,
+)
+from dlfund.train.options import FitConfig, check_names
+from dlfund.train.sweep_result import SweepResult
+
+#: Fit options a sweep does not take, and why.
+_NOT_FOR_SWEEPS = {
+    "callbacks": "callbacks see one model's epochs on the host; read each member's history from the SweepResult",
+    "run_dir": "run folders record one model; save members with dlfund.save_weights(result.model(k), path)",
+    "resume": "run folders record one model",
+}
+
+
+def stack(trees: Sequence[Any]) -> Any:
+    """Pytrees of equal structure stacked leaf by leaf on a new leading axis."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def member_slice(tree: Any, k: int) -> Any:
+    """Member ``k`` of a stacked pytree."""
+    return jax.tree.map(lambda leaf: leaf[k], tree)
+
+
+def _set_member(tree: Any, k: int, value: Any) -> Any:
+    return jax.tree.map(lambda leaf, v: leaf.at[k].set(v), tree, value)
+
+
+@functools.partial(jax.jit, static_argnames=("program",), donate_argnums=0)
+def _run_members(loops, n, x, y, x_val, y_val, order_roots, *, program):
+    """``run_epochs`` for every member at once: ``loops`` and ``order_roots`` are stacked, the data is shared."""
+
+    def one(loop, root):
+        return loop_lib.run_epochs(loop, n, x, y, x_val, y_val, root, program=program)
+
+    return jax.vmap(one)(loops, order_roots)
+
+
+def _member_devices(devices: Any, size: int) -> list[jax.Device]:
+    """The devices the member axis is split over: ``None``/"auto": as many local devices as divide the members
+    evenly (one on a one-device machine); an int; or a list of devices."""
+    local = jax.local_devices()
+    if devices in (None, "auto"):
+        count = max(d for d in range(1, len(local) + 1) if size % d == 0)
+        return local[:count]
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(local):
+            raise ValueError(f"devices={devices}, but this process has {len(local)} local devices")
+        chosen = local[:devices]
+    else:
+        chosen = list(devices)
+    if size % len(chosen):
+        raise ValueError(
+            f"{size} members do not split evenly over {len(chosen)} devices; use a member count that "
+            f"{len(chosen)} divides, or devices=1"
+        )
+    return chosen
+
+
+def sweep(
+    model_fn: Callable[[nnx.Rngs], nnx.Module],
+    data: Any,
+    members: dict[str, Sequence[Any]],
+    *,
+    devices: Any = "auto",
+    **fit_options: Any,
+) -> SweepResult:
+    """Trains one model per member, all members in one compiled program.
+
+    Args:
+      model_fn: ``model_fn(rngs) -> model``, called with ``nnx.Rngs(seed)`` for each member (the members'
+        models must have the same structure and shapes).
+      data: as for :func:`dlfund.fit` (a Dataset or ``(x, y)``; the training data must fit on the device).
+      members: a dict of equal-length lists, one value per member: ``seed``, ``learning_rate``,
+        ``weight_decay``, ``l2``, ``label_smoothing`` (see :data:`dlfund.train.members.SWEEPABLE`);
+        :func:`dlfund.grid` builds every combination. A member without ``seed`` uses the fit option's seed.
+      devices: where the member axis goes: "auto" (the local devices that divide the member count evenly), an
+        int, or a list of devices. Members need no communication, so K members on D devices run K/D each.
+      **fit_options: every other :func:`dlfund.fit` option, shared by all members (not ``callbacks``,
+        ``run_dir`` or ``resume``). ``execution`` must be "auto" or "scan": the whole epoch runs on the device.
+    Returns:
+      a :class:`SweepResult`.
+    Raises:
+      ValueError: bad members (unequal lengths, an unknown or program-changing key, an empty list), a fit option
+        a sweep does not take, or members whose models differ in structure.
+    """
+    check_names(fit_options)
+    for name, why in _NOT_FOR_SWEEPS.items():
+        if fit_options.get(name):
+            raise ValueError(f"dlfund.sweep does not take {name}: {why}")
+    table = members_lib.member_table(members, fit_options)
+    base = FitConfig.of(**fit_options)
+    if base.execution not in ("auto", "scan"):
+        raise ValueError(
+            f"execution={base.execution!r}: a sweep runs whole epochs on the device (the scan strategy); use "
+            "execution='auto' or 'scan'"
+        )
+    if not isinstance(base.optimizer, str) and any(k in members for k in ("learning_rate", "weight_decay")):
+        raise ValueError(
+            "learning_rate and weight_decay members need the optimizer given by name (e.g. optimizer='adam'): an "
+            "Optimizer object or an Optax transformation carries its own rate"
+        )
+    base = base.replace(execution="scan", callbacks=())
+    configs = []
+    models = []
+    for member in table:
+        seed = member.get("seed", base.seed)
+        model = model_fn(nnx.Rngs(seed))
+        models.append(model)
+        configs.append(members_lib.member_options(base.replace(seed=seed), member, table, model))
+    plan = plan_fit(models[0], data, configs[0])  # the data is checked and placed once, for every member
+    if plan.strategy != "scan" or not isinstance(plan.train, tuple):
+        raise ValueError(
+            "a sweep needs the training data on the device (data_placement='device'); this data is streamed "
+            "from the host. Use a smaller dataset, or fit the members one by one"
+        )
+    options = plan.options
+    states = [plan.state]
+    for k in range(1, len(table)):
+        states.append(build_state(models[k], configs[k], plan.steps_per_epoch))
+        if jax.tree.structure(states[k]) != jax.tree.structure(states[0]):
+            raise ValueError(
+                f"member {k}'s model or training state differs in structure from member 0's (model_fn must build "
+                "the same architecture for every seed, and the members' options must give the same program)"
+            )
+        shapes = [np.shape(leaf) for leaf in jax.tree.leaves(states[k])]
+        if shapes != [np.shape(leaf) for leaf in jax.tree.leaves(states[0])]:
+            raise ValueError(f"member {k}'s parameters differ in shape from member 0's: model_fn must build one shape")
+    early_stopping = options.early_stopping
+    program = loop_lib.EpochProgram.of(
+        batch_size=options.batch_size,
+        metrics=plan.metrics,
+        validation=plan.val is not None,
+        val_batch_size=_val_batch_size(plan.val),
+        early_stopping=early_stopping,
+        report=False,
+    )
+    loops = stack([loop_lib.init_loop(s, program, early_stopping=early_stopping) for s in states])
+    roots = stack([order_root(config.seed) for config in configs])
+    chosen = _member_devices(devices, len(table))
+    x, y = plan.train
+    x_val, y_val = plan.val if plan.val is not None else (x[:1], y[:1])
+    if len(chosen) > 1:
+        mesh = Mesh(np.array(chosen), ("members",))
+        split, replicated = NamedSharding(mesh, PartitionSpec("members")), NamedSharding(mesh, PartitionSpec())
+        loops, roots = jax.device_put((loops, roots), split)
+        x, y, x_val, y_val = jax.device_put((x, y, x_val, y_val), replicated)
+    result = _train_members(
+        program, loops, roots, (x, y, x_val, y_val), options, table, configs, plan.train, early_stopping
+    )
+    result.config = {**plan.config, "members": table, "member_devices": len(chosen)}
+    return result
+
+
+def _train_members(program, loops, roots, arrays, options, table, configs, train, early_stopping) -> SweepResult:
+    """The host side: calls of many epochs for every member, the rows into per-member histories."""
+    size, epochs = len(table), options.epochs
+    histories = [History() for _ in range(size)]
+    halt_reasons: dict[int, str] = {}
+    epoch_seconds: list[float] = []
+    member_epochs = 0  # member-epochs whose rows were kept (the rest of size * calls' epochs was discarded)
+    program_epochs = 0
+    epoch_time = _EPOCH_TIMES.get((program, size, np.shape(arrays[0])))
+    bar = tqdm(desc=f"sweep ({size} members)", unit="epoch", disable=not options.progress, total=epochs)
+    try:
+        while True:
+            done = np.asarray(jax.device_get(loops.epoch))
+            active = ~np.asarray(jax.device_get(loops.stopped)) & ~np.asarray(jax.device_get(loops.halted))
+            active &= done < epochs
+            if not active.any():
+                break
+            start_epoch = int(done[active].max())
+            if options.epochs_per_call == "auto":
+                call = 1 if epoch_time is None else int(CALL_SECONDS / max(epoch_time, 1e-6))
+            else:
+                call = options.epochs_per_call
+            call = max(1, min(call, epochs - start_epoch, loop_lib.ROWS_PER_CALL))
+            start = time.perf_counter()
+            loops, rows = _run_members(loops, np.int32(call), *arrays, roots, program=program)
+            rows, ran, halted = jax.device_get((rows, loops.epoch, loops.halted))
+            seconds = time.perf_counter() - start
+            ran = np.asarray(ran) - done
+            longest = int(ran.max())
+            if longest:
+                epoch_time = _EPOCH_TIMES[(program, size, np.shape(arrays[0]))] = seconds / longest
+                epoch_seconds.extend([seconds / longest] * longest)
+                program_epochs += longest
+            for k in range(size):
+                member_epochs += int(ran[k])
+                for i in range(int(ran[k])):
+                    row = {"epoch": int(done[k]) + 1 + i}
+                    row.update({c: float(v) for c, v in zip(program.columns, rows[k][i])})
+                    histories[k].append(row)
+            for k in np.flatnonzero(np.asarray(halted)):
+                if k in halt_reasons:
+                    continue
+                state, halt_reasons[k] = _halt(
+                    program, member_slice(loops.state, k), train, member_slice(roots, k), int(ran[k] + done[k]) + 1,
+                    "scan", None,
+                )  # fmt: skip
+                loops = loops._replace(state=_set_member(loops.state, k, state))
+                _warnings.warn(f"sweep member {k} ({table[k]}): {halt_reasons[k]}", NonFiniteLossWarning)
+            bar.update(int(np.max(np.asarray(jax.device_get(loops.epoch)))) - bar.n)
+    finally:
+        bar.close()
+
+    stopped = np.asarray(jax.device_get(loops.stopped))
+    stop_reasons: list[str | None] = []
+    best_epochs: list[int | None] = []
+    for k in range(size):
+        stopper = None if loops.stopper is None else member_slice(loops.stopper, k)
+        if k in halt_reasons:
+            stop_reasons.append(halt_reasons[k])
+        elif stopped[k]:
+            stop_reasons.append(_early_stop_message(early_stopping, stopper))
+        else:
+            stop_reasons.append(None)
+        best_epochs.append(_best_epoch(histories[k], early_stopping, stopper))
+    has_best = np.zeros(size, bool) if loops.best is None else np.asarray(jax.device_get(loops.stopper.best_epoch)) > 0
+    for k, history in enumerate(histories):
+        history.selected_epoch, history.restored_best = best_epochs[k], bool(has_best[k])
+    return SweepResult(
+        members=[dict(m) for m in table],
+        histories=histories,
+        best_epochs=best_epochs,
+        stop_reasons=stop_reasons,
+        state=loops.state,
+        best_weights=loops.best,
+        restored=has_best,
+        monitor=_monitor(early_stopping, histories),
+        epoch_seconds=epoch_seconds,
+        wasted_fraction=0.0 if not program_epochs else 1.0 - member_epochs / (size * program_epochs),
+        seeds=[c.seed for c in configs],
+    )
+
+
+def _monitor(early_stopping, histories) -> tuple[str, str]:
+    if early_stopping is not None:
+        return early_stopping.monitor, "max" if early_stopping.maximize else "min"
+    return ("val_loss" if histories and "val_loss" in histories[0] else "loss"), "min"
+
+
+_EPOCH_TIMES: dict[Any, float] = {}
