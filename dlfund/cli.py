@@ -4,6 +4,7 @@
     dlfund resume RUN_DIR [--epochs N]             continue an interrupted run (or extend a finished one to N)
     dlfund evaluate RUN_DIR [--split test] [--json]  evaluate a run's model on a split of its dataset
     dlfund predict RUN_DIR INPUT [--out FILE.csv]  classify raw inputs (.npy or an image folder) with a run
+    dlfund sweep [--learning-rate A B ...] [--seeds 0 1 ...] [train's options]   train every combination at once
     dlfund experiment NAME [--quick] [--out DIR]   run an experiment that tests a claim of the field
 
 Options come from typed dataclasses (``dlfund.config.TrainConfig``) through tyro: every field is a flag, with its
@@ -26,7 +27,7 @@ from typing import Annotated, Any
 
 import tyro
 
-from dlfund.config import TrainConfig
+from dlfund.config import SweepConfig, TrainConfig
 from dlfund.train.fit import TrainingInterrupted
 from dlfund.train.run import CONFIG_FILE, METRICS_FILE, read_outcome
 
@@ -35,6 +36,7 @@ COMMANDS = {
     "resume": "continue the run in RUN_DIR from its newest usable checkpoint (--epochs N extends a finished run)",
     "evaluate": "evaluate the model of a run folder on one of its dataset's splits",
     "predict": "predict classes of raw inputs (a .npy file or a folder of images) with a run's model",
+    "sweep": "train one model per combination of learning rates, seeds, weight decays, ... as one program",
     "experiment": "run an experiment that tests a claim of the field (see dlfund.experiments.EXPERIMENTS)",
 }
 #: The exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
@@ -163,38 +165,14 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
         raise ValueError("--val-fraction 0 leaves no validation split for early stopping; add --patience 0")
     print(f"run folder: {run_dir}", flush=True)
     ds, model = _load_data_and_model(config, data_dir)
-    result = dlfund.fit(
-        model,
+    options = config.fit_config(
         ds,
-        optimizer=config.optimizer,
-        learning_rate=config.learning_rate,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        weight_decay=config.weight_decay,
-        early_stopping=dlfund.EarlyStopping(patience=config.patience) if config.patience > 0 else None,
-        loss=_loss(config, ds),
-        label_smoothing=config.label_smoothing or None,
-        regularizers=(f"l2:{config.l2}",) if config.l2 else (),
-        augment=config.augment,
-        schedule=config.schedule,
-        clip_norm=config.clip_norm,
-        execution=config.execution,
         progress=progress,
         run_dir=run_dir,
         resume=resume,
-        checkpoint_every=config.checkpoint_every,
-        keep_checkpoints=config.keep_checkpoints,
-        run_info={
-            "cli": {**config.to_dict(), "run_dir": str(run_dir)},
-            "dataset": {
-                "name": ds.name,
-                "num_classes": ds.num_classes,
-                "input_shape": ds.input_shape,
-                "sizes": {k: len(v[0]) for k, v in ds.splits().items()},
-            },
-        },
+        run_info={"cli": {**config.to_dict(), "run_dir": str(run_dir)}, "dataset": _dataset_info(ds)},
     )
+    result = dlfund.fit(model, ds, **options.as_kwargs())
     test = _evaluate(result.model, ds.test, config, ds)
     metrics = {
         "test": test,
@@ -212,10 +190,73 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
     return metrics
 
 
+def _dataset_info(ds) -> dict[str, Any]:
+    return {
+        "name": ds.name,
+        "num_classes": ds.num_classes,
+        "input_shape": ds.input_shape,
+        "sizes": {k: len(v[0]) for k, v in ds.splits().items()},
+    }
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """The main job: trains ``config``'s model on its dataset, writes the run folder, returns the test metrics."""
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
     return _fit(config, run_dir, resume=False, progress=config.progress)
+
+
+def sweep(config: SweepConfig) -> dict[str, Any]:
+    """Trains every member of the sweep as one program; writes the table, the curves, each member's weights and
+    test metrics, and the ensemble's; returns the metrics."""
+    import dlfund
+    from dlfund import io as io_lib
+
+    members = config.members()
+    shared = config.shared()
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(config.run_dir) if config.run_dir else Path("runs") / f"sweep-{config.model}-{config.dataset}-{stamp}"
+    if config.val_fraction == 0 and config.patience > 0:
+        raise ValueError("--val-fraction 0 leaves no validation split for early stopping; add --patience 0")
+    size = len(next(iter(members.values())))
+    print(f"sweep folder: {out} ({size} members: {', '.join(members)})", flush=True)
+    ds = _load_dataset(shared)
+    regression = ds.num_classes is None
+    model_options = shared.model_options(regression=regression)
+    outputs = 1 if regression else ds.num_classes
+
+    def model_fn(rngs):
+        return dlfund.models.build(config.model, ds.input_shape, outputs, rngs=rngs, **model_options)
+
+    options = shared.fit_config(ds).as_kwargs()
+    for key in members:  # the members' own values, not shared options
+        options.pop(key, None)
+    for name in ("run_dir", "resume", "callbacks", "checkpoint_every", "keep_checkpoints", "tensorboard", "run_info"):
+        options.pop(name)
+    result = dlfund.sweep(model_fn, ds, members, **options)
+    out.mkdir(parents=True, exist_ok=True)
+    io_lib.write_json(out / CONFIG_FILE, {"cli": {**config.to_dict(), "run_dir": str(out)}, "fit": result.config})
+    result.to_csv(out / "sweep.csv")
+    figure = result.plot()
+    io_lib.write_with(out / "curves.png", lambda f: figure.savefig(f, format="png", dpi=110))
+    tests = []
+    for k in range(len(result)):
+        member_dir = out / "members" / str(k)
+        member_dir.mkdir(parents=True, exist_ok=True)
+        model = result.model(k)
+        dlfund.save_weights(member_dir / "weights.safetensors", model)
+        result.histories[k].to_csv(member_dir / "history.csv")
+        tests.append(_evaluate(model, ds.test, shared, ds))
+    metrics: dict[str, Any] = {"members": result.members, "test": tests, "best_member": result.best()}
+    if not regression and result.state.objective.loss.link is not None:
+        metrics["ensemble_test"] = dlfund.evaluate(result, ds.test)
+    io_lib.write_json(out / METRICS_FILE, metrics)
+    print(repr(result).split("\n  fields:")[0], flush=True)
+    best = metrics["best_member"]
+    print(f"best member {best} {result.members[best]}: " + _scores_line("test", tests[best]), flush=True)
+    if "ensemble_test" in metrics:
+        print(_scores_line(f"ensemble of {size}, test", metrics["ensemble_test"]), flush=True)
+    print(f"written to {out}: sweep.csv, curves.png, metrics.json, members/<k>/weights.safetensors", flush=True)
+    return metrics
 
 
 def _record(run_dir: str | Path) -> dict[str, Any]:
@@ -463,6 +504,11 @@ def main(argv: list[str] | None = None) -> int:
             defaults = TrainConfig.from_file(config_file) if config_file else TrainConfig()
             description = f"{COMMANDS[command]}. --config FILE (JSON or YAML) sets defaults that flags override."
             train(tyro.cli(TrainConfig, args=rest, prog=prog, default=defaults, description=description))
+        elif command == "sweep":
+            config_file, rest = _split_config_flag(rest)
+            defaults = SweepConfig.from_file(config_file) if config_file else SweepConfig()
+            description = f"{COMMANDS[command]}. --config FILE (JSON or YAML) sets defaults that flags override."
+            sweep(tyro.cli(SweepConfig, args=rest, prog=prog, default=defaults, description=description))
         elif command == "resume":
             resume(tyro.cli(ResumeArgs, args=rest, prog=prog))
         elif command == "evaluate":

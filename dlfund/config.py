@@ -89,6 +89,33 @@ class TrainConfig:
             return options
         return {}
 
+    def fit_config(self, ds: Any, **overrides: Any) -> Any:
+        """The :class:`dlfund.FitConfig` these options mean for a dataset ``ds`` (the one place where flags become
+        fit options); ``overrides``: more fit options (run_dir, resume, progress, run_info, ...)."""
+        from dlfund.train.early_stopping import EarlyStopping
+        from dlfund.train.options import FitConfig
+
+        options = dict(
+            optimizer=self.optimizer,
+            learning_rate=self.learning_rate,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            weight_decay=self.weight_decay,
+            early_stopping=EarlyStopping(patience=self.patience) if self.patience > 0 else None,
+            loss=self.loss or ("mse" if ds.num_classes is None else None),
+            label_smoothing=self.label_smoothing or None,
+            regularizers=(f"l2:{self.l2}",) if self.l2 else (),
+            augment=self.augment,
+            schedule=self.schedule,
+            clip_norm=self.clip_norm,
+            execution=self.execution,
+            progress=self.progress,
+            checkpoint_every=self.checkpoint_every,
+            keep_checkpoints=self.keep_checkpoints,
+        )
+        return FitConfig.of(**{**options, **overrides})
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -131,6 +158,45 @@ class TrainConfig:
             raise ValueError(f"{path}: a config file holds key: value pairs, got {type(values).__name__}")
         values = {k.replace("-", "_"): v for k, v in values.items()}
         return cls.from_dict({k: _coerce(cls, k, v) for k, v in values.items()})
+
+
+#: The sweepable flags of ``dlfund sweep``: its field -> the member key of :func:`dlfund.sweep`.
+SWEEP_AXES = {
+    "learning_rate": "learning_rate",
+    "seeds": "seed",
+    "weight_decay": "weight_decay",
+    "l2": "l2",
+    "label_smoothing": "label_smoothing",
+}
+
+
+@dataclasses.dataclass
+class SweepConfig(TrainConfig):
+    """Every option of ``dlfund sweep``: those of ``dlfund train``, with several values allowed for the sweepable
+    ones. Every combination of the values given is one member (``dlfund.grid``); all train as one program."""
+
+    learning_rate: tuple[float, ...] = _field((1e-3,), "peak learning rates, e.g. --learning-rate 1e-3 3e-3 1e-2")
+    seeds: tuple[int, ...] = _field((0,), "member seeds (initialization, data order, dropout), e.g. --seeds 0 1 2")
+    weight_decay: tuple[float, ...] = _field((0.0,), "decoupled weight decays (skips biases and norm scales)")
+    l2: tuple[float, ...] = _field((0.0,), "L2 penalties added to the loss (kernels only)")
+    label_smoothing: tuple[float, ...] = _field((0.0,), "label smoothings for softmax cross-entropy")
+    seed: int = _field(0, "seed of the train/validation split (the members' own seeds are --seeds)")
+    run_dir: str | None = _field(None, "output folder; None: runs/sweep-<model>-<dataset>-<time>")
+
+    def members(self) -> dict[str, list[Any]]:
+        """Every combination of the flags given several values (one member if none was)."""
+        from dlfund.train.members import grid
+
+        axes = {key: list(getattr(self, flag)) for flag, key in SWEEP_AXES.items() if len(getattr(self, flag)) > 1}
+        return grid(**axes) if axes else {"seed": [self.seeds[0]]}
+
+    def shared(self) -> TrainConfig:
+        """The options every member shares, as a ``TrainConfig`` (a flag's first value where it has one value)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}
+        for flag in SWEEP_AXES:
+            if flag != "seeds":
+                values[flag] = getattr(self, flag)[0]
+        return TrainConfig(**values)
 
 
 def _coerce(cls: type, name: str, value: Any) -> Any:

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+import dlfund
 from dlfund import cli
 from dlfund.config import TrainConfig
 
@@ -156,3 +157,30 @@ def test_the_download_flag_is_download_true(monkeypatch, tmp_path, capsys):
         assert cli.main(argv) == 2
         assert seen[-1] is expected
     assert "stopped here" in capsys.readouterr().err
+
+
+def test_sweep_trains_every_combination_and_writes_each_member(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--learning-rate", "1e-3", "1e-2", "--seeds", "0", "1", "--epochs", "3", "--patience", "0"]
+    assert cli.main([*argv, "--hidden", "16", "--run-dir", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 members: learning_rate, seed" in printed and "ensemble of 4, test" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["members"] == [
+        {"learning_rate": 1e-3, "seed": 0},
+        {"learning_rate": 1e-3, "seed": 1},
+        {"learning_rate": 1e-2, "seed": 0},
+        {"learning_rate": 1e-2, "seed": 1},
+    ]
+    assert (out / "sweep.csv").read_text().count("\n") == 5 and (out / "curves.png").stat().st_size > 0
+    ds = dlfund.data.load("digits")
+    for k in range(len(metrics["members"])):
+        model = dlfund.load_model(out / "members" / str(k) / "weights.safetensors")
+        assert dlfund.evaluate(model, ds.test)["accuracy"] == pytest.approx(metrics["test"][k]["accuracy"])
+        assert len(dlfund.History.from_csv(out / "members" / str(k) / "history.csv")) == 3
+    # The member with the higher rate learns more in 3 epochs: the rates reached the members.
+    assert metrics["test"][2]["accuracy"] > metrics["test"][0]["accuracy"]
+    ensemble = dlfund.evaluate(
+        [dlfund.load_model(out / "members" / str(k) / "weights.safetensors") for k in range(4)], ds.test
+    )
+    assert ensemble["accuracy"] == pytest.approx(metrics["ensemble_test"]["accuracy"])

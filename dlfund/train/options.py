@@ -60,6 +60,10 @@ class FitConfig:
         check_names(options)
         return cls(**options)
 
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as ``fit``'s keyword arguments (``dlfund.fit(model, data, **config.as_kwargs())``)."""
+        return {name: getattr(self, name) for name in self.names()}
+
     def replace(self, **changes: Any) -> FitConfig:
         """A copy with ``changes`` (names checked as in :meth:`of`)."""
         check_names(changes)
