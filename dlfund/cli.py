@@ -228,6 +228,8 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
         return dlfund.models.build(config.model, ds.input_shape, outputs, rngs=rngs, **model_options)
 
     options = shared.fit_config(ds).as_kwargs()
+    if "seed" not in members:
+        options["seed"] = config.seeds[0]  # one --seeds value is every member's (--seed splits the data)
     for key in members:  # the members' own values, not shared options
         options.pop(key, None)
     for name in ("run_dir", "resume", "callbacks", "checkpoint_every", "keep_checkpoints", "tensorboard", "run_info"):

@@ -199,11 +199,25 @@ class SweepConfig(TrainConfig):
         return TrainConfig(**values)
 
 
+def _coerce_to(kind: type, name: str, value: Any) -> Any:
+    if isinstance(value, str) and kind in (float, int):
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"config key {name!r} must hold numbers, got {value!r}") from None
+    return value
+
+
 def _coerce(cls: type, name: str, value: Any) -> Any:
     """A config-file value as its field's type: YAML 1.1 reads ``1e-3`` (no dot) as a string, not a float."""
     import typing
 
     field_type = typing.get_type_hints(cls).get(name)
+    if typing.get_origin(field_type) is tuple and typing.get_args(field_type)[-1] is Ellipsis:
+        # A list field (a sweep's values): one value is a list of one; each element is coerced.
+        (element,) = typing.get_args(field_type)[:-1]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_coerce_to(element, name, v) for v in values)
     numeric = [t for t in (float, int) if field_type is t or t in typing.get_args(field_type)]
     if isinstance(value, str) and numeric:
         try:

@@ -184,3 +184,15 @@ def test_sweep_trains_every_combination_and_writes_each_member(tmp_path, capsys)
         [dlfund.load_model(out / "members" / str(k) / "weights.safetensors") for k in range(4)], ds.test
     )
     assert ensemble["accuracy"] == pytest.approx(metrics["ensemble_test"]["accuracy"])
+
+
+def test_a_sweep_config_file_holds_lists_and_one_seed_is_every_members(tmp_path, capsys):
+    (tmp_path / "sweep.yaml").write_text("learning_rate: [1e-3, 1e-2]\nseeds: 5\nepochs: 1\npatience: 0\n")
+    out = tmp_path / "out"
+    assert cli.main(["sweep", "--config", str(tmp_path / "sweep.yaml"), "--run-dir", str(out), "--no-progress"]) == 0
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["cli"]["learning_rate"] == [1e-3, 1e-2] and recorded["cli"]["seeds"] == [5]
+    assert recorded["fit"]["seed"] == 5 and recorded["fit"]["members"] == [
+        {"learning_rate": 1e-3},
+        {"learning_rate": 1e-2},
+    ]

@@ -91,28 +91,32 @@ def lr_problem():
     return x, (x[:, 0] > x[:, 1]).astype(np.int32)
 
 
-def fit_rates(learning_rate, weight_decay):
-    """A short AdamW run with warm-up and dropout; returns the result and all weights as one vector."""
+def fit_rates(learning_rate, weight_decay, l2=1e-4, label_smoothing=0.1):
+    """A short AdamW run with warm-up, dropout, an L2 penalty and label smoothing; returns the result and all
+    weights as one vector."""
     model = MLP(4, (16,), 2, dropout=0.2, rngs=nnx.Rngs(0))
     options = dict(epochs=3, batch_size=16, schedule="warmup_cosine", optimizer="adamw", progress=False)
+    options.update(regularizers=(f"l2:{l2}",), label_smoothing=label_smoothing)
     result = dlfund.fit(model, lr_problem(), learning_rate=learning_rate, weight_decay=weight_decay, **options)
     return result, np.concatenate([np.ravel(a) for a in jax.tree.leaves(nnx.state(result.model, nnx.Param))])
 
 
-def test_another_learning_rate_or_weight_decay_reuses_the_compiled_program_and_is_used(tmp_path):
-    """The rates are values in the state: no second compilation, and the numbers are those of a fresh process."""
+def test_other_rates_penalties_and_smoothing_reuse_the_compiled_program_and_are_used(tmp_path):
+    """Learning rate, weight decay, L2 strength and label smoothing are values in the state: no second
+    compilation, and the numbers are those of a fresh process."""
     import subprocess
     import sys
 
-    fit_rates(1e-3, 1e-4)
+    fit_rates(1e-3, 1e-4, 1e-4, 0.1)
     sizes = compiled_programs()
-    result, weights = fit_rates(3e-2, 1e-2)
+    result, weights = fit_rates(3e-2, 1e-2, 1e-1, 0.3)
     assert compiled_programs() == sizes  # not compiled again
     # The new peak is the one the steps used (warmup_cosine reaches it at the end of the warm-up).
     rates = result.history["learning_rate"]
     assert rates.max() <= 3e-2 and rates[0] > 3e-3
     script = (
-        "import sys, numpy as np; from tests.test_fit import fit_rates; np.save(sys.argv[1], fit_rates(3e-2, 1e-2)[1])"
+        "import sys, numpy as np; from tests.test_fit import fit_rates; "
+        "np.save(sys.argv[1], fit_rates(3e-2, 1e-2, 1e-1, 0.3)[1])"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "w.npy")], check=True, timeout=300, cwd=root)

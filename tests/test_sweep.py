@@ -137,6 +137,28 @@ def test_weight_decay_l2_and_label_smoothing_members_equal_their_fits():
         np.testing.assert_allclose(result.histories[k]["loss"], alone.history["loss"], rtol=1e-5)
 
 
+def test_weight_decay_members_with_a_schedule_equal_their_fits():
+    members = {"weight_decay": [0.0, 1e-1]}
+    options = dict(OPTIONS, schedule="cosine", optimizer="adamw")
+    result = dlfund.sweep(model_fn(0.0), TRAIN, members, epochs=3, **options)
+    for k, member in enumerate(result.members):
+        alone = own_fit(member, dropout=0.0, epochs=3, schedule="cosine", optimizer="adamw")
+        assert_close_weights(result.model(k), alone.model)
+        np.testing.assert_allclose(result.histories[k]["learning_rate"], alone.history["learning_rate"])
+
+
+def test_evaluating_an_ensemble_again_does_not_compile_again():
+    """Each evaluate of a SweepResult builds a new Ensemble; equal ensembles must share the compiled program."""
+    from dlfund.train import evaluation
+
+    result = dlfund.sweep(model_fn(0.0), TRAIN, {"seed": [0, 1]}, epochs=1, **OPTIONS)
+    first = dlfund.evaluate(result, VAL)
+    size = evaluation.evaluate_arrays._cache_size()
+    assert dlfund.evaluate(result, VAL) == first
+    assert dlfund.evaluate(dlfund.Ensemble(result.models()), VAL) == first
+    assert evaluation.evaluate_arrays._cache_size() == size
+
+
 def test_a_diverging_member_stops_alone_where_its_own_fit_stops():
     members = {"learning_rate": [1e-2, 1e9]}
     with pytest.warns(dlfund.NonFiniteLossWarning, match="sweep member 1"):
@@ -231,6 +253,8 @@ def test_grid_builds_every_combination_the_last_key_fastest():
         ({"seed": 0}, {}, "must be a list with one value per member"),
         ({"learning_rate": [1e-3, -1.0]}, {}, "member 1: learning_rate=-1.0: the learning rate must be > 0"),
         ({"label_smoothing": [1.5]}, {}, r"label smoothing must be in \[0, 1\)"),
+        ({"learning_rate": [1e-3, float("inf")]}, {}, "member 1: learning_rate=inf: must be a finite number"),
+        ({"seed": [0, 1]}, {"devices": "cpu"}, "devices must be 'auto', a number of devices or a list"),
         ({"seed": [0]}, {"seed": 3}, "both a member key and a fit option"),
         ({"seed": [0]}, {"epochs_per_call": 0}, "epochs_per_call must be"),
         ({"seed": [0]}, {"callbacks": [dlfund.Callback()]}, "does not take callbacks"),

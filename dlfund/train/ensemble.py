@@ -47,9 +47,13 @@ class Ensemble(nnx.Module):
         self.members = nnx.List(members)
         self.link = resolved.link
         self.default_loss = "softmax_cross_entropy" if resolved.link == "softmax" else "binary_cross_entropy"
-        check = getattr(members[0], "check_input", None)
+
+    def check_input(self, example_shape: tuple[int, ...]) -> None:
+        """The first member's input check (a method, not a stored bound method: equal ensembles then have equal
+        graph definitions and share compiled programs)."""
+        check = getattr(self.members[0], "check_input", None)
         if check is not None:
-            self.check_input = check
+            check(example_shape)
 
     def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
         """Logits of the averaged probabilities for x [B, ...] (``rngs`` is ignored: members run in eval mode)."""
@@ -72,7 +76,11 @@ def as_ensemble(models_or_sweep: Any, loss: Any = None) -> Ensemble:
         return Ensemble(models_or_sweep.models(), loss=loss or models_or_sweep.state.objective.loss)
     if isinstance(models_or_sweep, nnx.Module):
         return Ensemble([models_or_sweep], loss=loss)
-    return Ensemble(list(models_or_sweep), loss=loss)
+    if isinstance(models_or_sweep, (list, tuple)) and all(isinstance(m, nnx.Module) for m in models_or_sweep):
+        return Ensemble(list(models_or_sweep), loss=loss)
+    raise TypeError(
+        f"expected a model, a list of models, a dlfund.SweepResult or an Ensemble, got {type(models_or_sweep).__name__}"
+    )
 
 
 def ensemble_predict(models_or_sweep: Any, x: Any, *, loss: Any = None, batch_size: int | None = None) -> np.ndarray:

@@ -285,8 +285,10 @@ class FitPlan:
     recorder: RunRecorder | None
 
 
-def build_state(model: nnx.Module, options: FitConfig, steps_per_epoch: int) -> TrainState:
-    """The initial train state of ``model`` under ``options`` (optimizer, loss, penalties, augmentation, keys)."""
+def build_state(model: nnx.Module, options: FitConfig, steps_per_epoch: int, *, decay_term: bool = False) -> TrainState:
+    """The initial train state of ``model`` under ``options`` (optimizer, loss, penalties, augmentation, keys);
+    ``decay_term``: keep the optimizer's weight-decay term even at a weight decay of 0 (a sweep whose members decay
+    by 0 and by more has one program)."""
     opt = optimizers_lib.get(
         options.optimizer,
         learning_rate=options.learning_rate,
@@ -297,6 +299,8 @@ def build_state(model: nnx.Module, options: FitConfig, steps_per_epoch: int) -> 
         schedule_options=options.schedule_options,
         **(options.optimizer_options or {}),
     )
+    if decay_term and isinstance(opt, optimizers_lib.Optimizer):
+        opt = dataclasses.replace(opt, decays=True)
     return create_train_state(
         model,
         optimizer=opt,
@@ -313,7 +317,7 @@ def order_root(seed: int) -> jax.Array:
 
 
 def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
-    """Validates everything, builds the state, places the data and chooses the strategy; nothing compiles
+    """Validates everything, builds the state, places the data and chooses the strategy; nothing trains
     (:func:`fit` is ``train_planned(plan_fit(...))``)."""
     epochs = checks.check_positive_int("epochs", options.epochs)
     checkpoint_every = checks.check_positive_int("checkpoint_every", options.checkpoint_every)

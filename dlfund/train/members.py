@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 from dlfund import losses as losses_lib
-from dlfund import optimizers as optimizers_lib
 from dlfund import regularizers as regularizers_lib
 from dlfund.train.options import FitConfig
 
@@ -120,11 +120,11 @@ def _unsweepable(key: str) -> str:
 def _check_value(index: int, key: str, value: Any) -> None:
     where = f"member {index}: {key}={value!r}"
     if key == "seed":
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ValueError(f"{where}: a seed is an int")
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"{where}: must be a number")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{where}: must be a finite number")
     if key == "learning_rate" and not value > 0:
         raise ValueError(f"{where}: the learning rate must be > 0")
     if key in ("weight_decay", "l2") and value < 0:
@@ -133,18 +133,15 @@ def _check_value(index: int, key: str, value: Any) -> None:
         raise ValueError(f"{where}: label smoothing must be in [0, 1)")
 
 
-def member_options(base: FitConfig, member: dict[str, Any], table: list[dict[str, Any]], model: Any) -> FitConfig:
+def member_options(base: FitConfig, member: dict[str, Any], model: Any) -> FitConfig:
     """Member ``member``'s fit options: ``base`` with its values in.
 
-    What is on for one member is on for all (a term that is 0 for some): weight decay, label smoothing and the
-    L2 penalty then have one program. Their value 0 gives the same numbers as leaving the term out, except label
-    smoothing 0, which uses the smoothed formula of the cross-entropy (equal up to float rounding).
+    What is on for one member is on for all (a term that is 0 for some): weight decay (``decay_term`` of
+    ``build_state``), label smoothing and the L2 penalty then have one program. Their value 0 gives the same
+    numbers as leaving the term out, except label smoothing 0, which uses the smoothed formula of the
+    cross-entropy (equal up to float rounding).
     """
     changes: dict[str, Any] = {key: member[key] for key in ("seed", "learning_rate", "weight_decay") if key in member}
-    if any(m.get("weight_decay", 0) > 0 for m in table) or base.weight_decay > 0:
-        changes["optimizer"] = _decaying(base, member)
-        changes.pop("learning_rate", None)
-        changes.pop("weight_decay", None)
     if "label_smoothing" in member:
         loss = losses_lib.for_model(model, base.loss, label_smoothing=base.label_smoothing)
         if loss.fn is not losses_lib.softmax_cross_entropy:
@@ -161,22 +158,3 @@ def member_options(base: FitConfig, member: dict[str, Any], table: list[dict[str
             penalties.append(l2)
         changes["regularizers"] = tuple(penalties)
     return base.replace(**changes)
-
-
-def _decaying(base: FitConfig, member: dict[str, Any]) -> Any:
-    """The member's optimizer with a decay term even at weight decay 0 (so every member has the same program)."""
-    if not isinstance(base.optimizer, str):
-        raise ValueError(
-            "weight_decay members need the optimizer given by name (e.g. optimizer='adam'), so that dlfund builds "
-            "each member's optimizer"
-        )
-    opt = optimizers_lib.get(
-        base.optimizer,
-        learning_rate=member.get("learning_rate", base.learning_rate),
-        schedule=base.schedule,
-        weight_decay=member.get("weight_decay", base.weight_decay),
-        clip_norm=base.clip_norm,
-        schedule_options=base.schedule_options,
-        **(base.optimizer_options or {}),
-    )
-    return dataclasses.replace(opt, decays=True)

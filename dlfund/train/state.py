@@ -20,6 +20,11 @@ from dlfund import losses as losses_lib
 from dlfund import optimizers as optimizers_lib
 from dlfund import regularizers as regularizers_lib
 
+_STALE_HYPER = (
+    "the train state's hyper does not hold this objective's amounts; after state.replace(objective=new), also pass "
+    "hyper=new.hyperparameters() (the objective compares without its amounts, which live in the state)"
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
@@ -44,10 +49,14 @@ class Objective:
     def data_losses(self, outputs: jax.Array, targets: jax.Array, hyper: dict[str, Any]) -> jax.Array:
         """Per-example losses [B] with the amounts in ``hyper`` (never the static ones: a compiled program is
         shared by objectives that differ only in them)."""
+        if self.loss.smoothed and "label_smoothing" not in hyper:
+            raise ValueError(_STALE_HYPER)
         return self.loss(outputs, targets, label_smoothing=hyper.get("label_smoothing"))
 
     def penalty(self, params: Any, hyper: dict[str, Any]) -> jax.Array:
         """The regularization penalty on ``params`` with the strengths in ``hyper``."""
+        if len(hyper.get("penalties", ())) != len(self.penalties):
+            raise ValueError(_STALE_HYPER)
         return regularizers_lib.total_penalty(self.penalties, params, hyper["penalties"])
 
 

@@ -87,8 +87,10 @@ def _member_devices(devices: Any, size: int) -> list[jax.Device]:
         if not 1 <= devices <= len(local):
             raise ValueError(f"devices={devices}, but this process has {len(local)} local devices")
         chosen = local[:devices]
-    else:
+    elif isinstance(devices, (list, tuple)) and devices and all(isinstance(d, jax.Device) for d in devices):
         chosen = list(devices)
+    else:
+        raise ValueError(f"devices must be 'auto', a number of devices or a list of jax devices, got {devices!r}")
     if size % len(chosen):
         raise ValueError(
             f"{size} members do not split evenly over {len(chosen)} devices; use a member count that "
@@ -124,6 +126,12 @@ def sweep(
       ValueError: bad members (unequal lengths, an unknown or program-changing key, an empty list), a fit option
         a sweep does not take, or members whose models differ in structure.
     """
+    if not callable(model_fn) or isinstance(model_fn, nnx.Module):
+        raise TypeError(
+            "model_fn is a function that builds a model from an nnx.Rngs, e.g. "
+            "lambda rngs: dlfund.models.MLP(64, (128,), 10, rngs=rngs); got "
+            f"{type(model_fn).__name__}"
+        )
     check_names(fit_options)
     for name, why in _NOT_FOR_SWEEPS.items():
         if fit_options.get(name):
@@ -147,17 +155,21 @@ def sweep(
         seed = member.get("seed", base.seed)
         model = model_fn(nnx.Rngs(seed))
         models.append(model)
-        configs.append(members_lib.member_options(base.replace(seed=seed), member, table, model))
-    plan = plan_fit(models[0], data, configs[0])  # the data is checked and placed once, for every member
-    if plan.strategy != "scan" or not isinstance(plan.train, tuple):
+        configs.append(members_lib.member_options(base.replace(seed=int(seed)), member, model))
+    try:
+        plan = plan_fit(models[0], data, configs[0])  # the data is checked and placed once, for every member
+    except ValueError as error:
+        if "streamed from the host" not in str(error):
+            raise
         raise ValueError(
-            "a sweep needs the training data on the device (data_placement='device'); this data is streamed "
-            "from the host. Use a smaller dataset, or fit the members one by one"
-        )
+            "a sweep needs the training data on the device, but this data is too large for it and would be "
+            "streamed from the host; use a smaller dataset, or fit the members one by one"
+        ) from error
     options = plan.options
-    states = [plan.state]
-    for k in range(1, len(table)):
-        states.append(build_state(models[k], configs[k], plan.steps_per_epoch))
+    decay_term = any(m.get("weight_decay", 0) > 0 for m in table)
+    states = []
+    for k in range(len(table)):
+        states.append(build_state(models[k], configs[k], plan.steps_per_epoch, decay_term=decay_term))
         if jax.tree.structure(states[k]) != jax.tree.structure(states[0]):
             raise ValueError(
                 f"member {k}'s model or training state differs in structure from member 0's (model_fn must build "
@@ -188,7 +200,17 @@ def sweep(
     result = _train_members(
         program, loops, roots, (x, y, x_val, y_val), options, table, configs, plan.train, early_stopping
     )
-    result.config = {**plan.config, "members": table, "member_devices": len(chosen)}
+    config = {**plan.config, "members": table, "member_devices": len(chosen)}
+    for key in table[0]:  # member 0's values of the swept keys are not shared: the members have their own
+        if key in ("learning_rate", "weight_decay"):
+            config["optimizer"] = {**config["optimizer"], key: "per member"}
+        elif key == "seed":
+            config["seed"] = "per member"
+        elif key == "l2":
+            config["regularizers"] = [r if not r.startswith("l2:") else "l2:per member" for r in config["regularizers"]]
+        elif key == "label_smoothing":
+            config["loss"] = {**config["loss"], "label_smoothing": "per member"}
+    result.config = config
     return result
 
 
@@ -222,6 +244,8 @@ def _train_members(program, loops, roots, arrays, options, table, configs, train
             ran = np.asarray(ran) - done
             longest = int(ran.max())
             if longest:
+                if len(_EPOCH_TIMES) >= 256:
+                    _EPOCH_TIMES.clear()
                 epoch_time = _EPOCH_TIMES[(program, size, np.shape(arrays[0]))] = seconds / longest
                 epoch_seconds.extend([seconds / longest] * longest)
                 program_epochs += longest
