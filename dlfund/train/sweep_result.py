@@ -92,7 +92,9 @@ class SweepResult:
         return next((dict(r) for r in history.rows if r.get("epoch") == epoch), history.last())
 
     def best(self, monitor: str | None = None, mode: str = "auto") -> int:
-        """The index of the member whose best monitored value is best.
+        """The index of the member whose best monitored value (over all its epochs) is best. Without restored
+        best weights (no early stopping, or ``restore_best=False``) :meth:`model` holds a member's last epoch,
+        which may be worse than its best: compare ``selected_row(k)`` then.
 
         Args:
           monitor: a history column; default the sweep's monitor (early stopping's, else val_loss or loss).
