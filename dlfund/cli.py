@@ -146,14 +146,10 @@ def _evaluate(model, split, config: TrainConfig, ds) -> dict[str, Any]:
     """dlfund.evaluate, plus per-class precision/recall/F1/support for a classifier."""
     import dlfund
 
-    metrics = dlfund.evaluate(model, split, loss=_loss(config, ds))
+    metrics = dlfund.evaluate(model, split, loss=config.loss_for(ds))
     if "confusion_matrix" in metrics:
         metrics["per_class"] = dlfund.metrics.per_class_from_confusion(metrics["confusion_matrix"], ds.class_names)
     return metrics
-
-
-def _loss(config: TrainConfig, ds) -> str | None:
-    return config.loss or ("mse" if ds.num_classes is None else None)
 
 
 def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, data_dir: str | None = None):

@@ -89,6 +89,10 @@ class TrainConfig:
             return options
         return {}
 
+    def loss_for(self, ds: Any) -> str | None:
+        """The loss to train and evaluate with: ``--loss``, else MSE on a regression dataset, else the model's."""
+        return self.loss or ("mse" if ds.num_classes is None else None)
+
     def fit_config(self, ds: Any, **overrides: Any) -> Any:
         """The :class:`dlfund.FitConfig` these options mean for a dataset ``ds`` (the one place where flags become
         fit options); ``overrides``: more fit options (run_dir, resume, progress, run_info, ...)."""
@@ -103,7 +107,7 @@ class TrainConfig:
             seed=self.seed,
             weight_decay=self.weight_decay,
             early_stopping=EarlyStopping(patience=self.patience) if self.patience > 0 else None,
-            loss=self.loss or ("mse" if ds.num_classes is None else None),
+            loss=self.loss_for(ds),
             label_smoothing=self.label_smoothing or None,
             regularizers=(f"l2:{self.l2}",) if self.l2 else (),
             augment=self.augment,

@@ -1,9 +1,8 @@
 """The same train step, data-parallel over 8 (virtual CPU) devices, gives the single-device result."""
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from virtual_devices import run_on_8_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -37,7 +36,4 @@ SCRIPT = textwrap.dedent(
 
 
 def test_data_parallel_step_matches_single_device():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().endswith("OK")
+    run_on_8_devices(SCRIPT)

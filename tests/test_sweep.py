@@ -1,9 +1,6 @@
 """dlfund.sweep: K members in one vmapped program, each equal to its own dlfund.fit."""
 
 import inspect
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
 
@@ -11,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from virtual_devices import run_on_8_devices
 
 import dlfund
 from dlfund.models import MLP
@@ -314,10 +312,7 @@ SHARDED = textwrap.dedent(
 
 
 def test_the_member_axis_spreads_over_8_devices():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().endswith("OK")
+    run_on_8_devices(SHARDED)
 
 
 def test_data_warnings_come_once_and_point_at_the_sweep_call():

@@ -31,9 +31,9 @@ from dlfund.history import History
 from dlfund.train import loop as loop_lib
 from dlfund.train import members as members_lib
 from dlfund.train.fit import (
-    CALL_SECONDS,
     NonFiniteLossWarning,
     _best_epoch,
+    _call_size,
     _early_stop_message,
     _halt,
     _val_batch_size,
@@ -232,11 +232,7 @@ def _train_members(program, loops, roots, arrays, options, table, configs, train
             if not active.any():
                 break
             start_epoch = int(done[active].max())
-            if options.epochs_per_call == "auto":
-                call = 1 if epoch_time is None else int(CALL_SECONDS / max(epoch_time, 1e-6))
-            else:
-                call = options.epochs_per_call
-            call = max(1, min(call, epochs - start_epoch, loop_lib.ROWS_PER_CALL))
+            call = _call_size(options.epochs_per_call, start_epoch, epochs, None, (), "scan", epoch_time)
             start = time.perf_counter()
             loops, rows = _run_members(loops, np.int32(call), *arrays, roots, program=program)
             rows, ran, halted = jax.device_get((rows, loops.epoch, loops.halted))
