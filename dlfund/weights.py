@@ -28,17 +28,33 @@ _HEADER = "__dlfund__"
 SUFFIXES = (".safetensors", ".npz")
 
 
+def _weight_variables(state: Any) -> list[tuple[str, Any]]:
+    """``(path, variable)`` of every variable of an ``nnx.State`` that is a weight: all but settings such as
+    dropout rates, which the model's config records."""
+    from dlfund.models.blocks import DropoutRate
+
+    flat = nnx.to_flat_state(state)
+    return [("/".join(str(k) for k in path), var) for path, var in flat if not isinstance(var, DropoutRate)]
+
+
 def flat_arrays(model: nnx.Module) -> dict[str, np.ndarray]:
-    """Every variable of ``model`` (parameters, batch-norm statistics, ...) as host arrays keyed by path."""
-    flat = nnx.to_flat_state(nnx.state(model))
-    return {"/".join(str(k) for k in path): np.asarray(jax.device_get(var[...])) for path, var in flat}
+    """Every weight of ``model`` (parameters, batch-norm statistics, ...) as host arrays keyed by path."""
+    return {name: np.asarray(jax.device_get(var[...])) for name, var in _weight_variables(nnx.state(model))}
+
+
+def model_config(model: nnx.Module) -> dict[str, Any]:
+    """The constructor arguments a dlfund model records (its live dropout rate included); {} for other modules."""
+    config = getattr(type(model), "config", None)
+    if isinstance(config, property) and hasattr(model, "config_items"):
+        return dict(model.config)
+    return dict(getattr(model, "config_items", ()))
 
 
 def _header(model: nnx.Module) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "model": type(model).__name__,
-        "config": dict(getattr(model, "config_items", ())),
+        "config": model_config(model),
     }
 
 
@@ -106,7 +122,7 @@ def load_weights(path: str | os.PathLike, model: nnx.Module) -> nnx.Module:
 def assign(model: nnx.Module, arrays: dict[str, Any], *, source: str) -> None:
     """Sets ``model``'s variables from ``arrays`` keyed by path, after checking every name and shape."""
     state = nnx.state(model)
-    expected = {"/".join(str(k) for k in p): v for p, v in nnx.to_flat_state(state)}
+    expected = dict(_weight_variables(state))
     for name, var in expected.items():
         if name not in arrays:
             raise ValueError(f"{source} has no parameter {name!r} that the model needs (model: {type(model).__name__})")

@@ -20,16 +20,19 @@ def count(model):
 def dropout_keys(monkeypatch, model, x, key):
     """The dropout keys one training call of ``model`` uses, one per dropout site, in call order.
 
-    A spy on ``nnx.Dropout`` collects them while the call is traced (under jit: far cheaper than an eager call).
+    A spy on ``dlfund.models.blocks.Dropout`` collects them while the call is traced (under jit: far cheaper than
+    an eager call).
     """
+    from dlfund.models.blocks import Dropout
+
     seen = []
-    original = nnx.Dropout.__call__
+    original = Dropout.__call__
 
-    def spy(self, inputs, *, deterministic=None, rngs=None):
+    def spy(self, inputs, *, rngs=None):
         seen.append(rngs)
-        return original(self, inputs, deterministic=deterministic, rngs=rngs)
+        return original(self, inputs, rngs=rngs)
 
-    monkeypatch.setattr(nnx.Dropout, "__call__", spy)
+    monkeypatch.setattr(Dropout, "__call__", spy)
     keys = nnx.jit(lambda m, x, k: (m(x, rngs=k), [jax.random.key_data(s) for s in seen])[1])(model, x, key)
     monkeypatch.undo()
     return [tuple(np.asarray(k).ravel()) for k in keys]

@@ -147,3 +147,42 @@ def test_every_registered_model_is_one_load_model_may_rebuild():
     for name in MODELS.names():
         model = nnx.eval_shape(lambda n=name: build(n, shapes.get(n, (4,)), 2, rngs=nnx.Rngs(0)))
         assert MODEL_CLASSES.get(type(model).__name__) is type(model), name
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.5, 0.9])
+def test_dropout_with_its_rate_in_the_state_is_nnx_dropout(rate):
+    """The oracle: nnx.Dropout with the same key; the rate here is a value of the state, so it can be traced."""
+    from dlfund.models.blocks import Dropout
+
+    x = jax.random.normal(jax.random.key(1), (64, 33))
+    key = jax.random.key(7)
+    ours = Dropout(rate)
+    expected = np.asarray(nnx.Dropout(rate, deterministic=False)(x, rngs=key))
+    graphdef, state = nnx.split(ours)
+    traced = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, rngs=key))(state, x)  # the rate as a traced value
+    for got in (np.asarray(ours(x, rngs=key)), np.asarray(traced)):
+        np.testing.assert_array_equal(got == 0, expected == 0)  # the same units dropped
+        # The same scale up to a few roundings (XLA turns a division by a constant into a multiplication).
+        np.testing.assert_allclose(got, expected, rtol=5e-7, atol=0)
+    assert 0 < (expected == 0).mean() < 1 if rate else (expected == 0).mean() == 0
+    ours.eval()
+    np.testing.assert_array_equal(ours(x), x)
+
+
+def test_models_that_differ_only_in_dropout_rate_share_compiled_programs_and_record_their_rate(tmp_path):
+    from dlfund.train import loop
+
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    options = dict(epochs=2, batch_size=16, progress=False)
+    first = dlfund.fit(MLP(6, (8,), 2, dropout=0.2, rngs=nnx.Rngs(0)), (x, y), **options)
+    size = loop.run_epochs._cache_size()
+    second = dlfund.fit(MLP(6, (8,), 2, dropout=0.7, rngs=nnx.Rngs(0)), (x, y), **options)
+    assert loop.run_epochs._cache_size() == size
+    assert first.history["loss"][-1] != second.history["loss"][-1]  # the other rate was used
+    assert second.model.config["dropout"] == 0.7
+    dlfund.save_weights(tmp_path / "w.safetensors", second.model)
+    assert dlfund.load_model(tmp_path / "w.safetensors").config["dropout"] == 0.7
+    assert dlfund.models.set_dropout(first.model, 0.4).config["dropout"] == 0.4
+    with pytest.raises(ValueError, match="has no dropout layers"):
+        dlfund.models.set_dropout(MLP(6, (8,), 2, rngs=nnx.Rngs(0)), 0.1)

@@ -13,7 +13,7 @@ from typing import Any
 from flax import nnx
 
 from dlfund.models.base import FlatInputModel, Model
-from dlfund.models.blocks import MultiHeadSelfAttention, attention
+from dlfund.models.blocks import Dropout, MultiHeadSelfAttention, attention, dropout_rate, set_dropout
 from dlfund.models.cnn import CNN
 from dlfund.models.linear import LogisticRegression, Perceptron, perceptron_rule
 from dlfund.models.mlp import MLP
@@ -119,6 +119,7 @@ __all__ = [
     "MODELS",
     "MODEL_CLASSES",
     "RNN",
+    "Dropout",
     "FlatInputModel",
     "LogisticRegression",
     "Model",
@@ -130,5 +131,7 @@ __all__ = [
     "attention",
     "build",
     "default_patch_size",
+    "dropout_rate",
     "perceptron_rule",
+    "set_dropout",
 ]

@@ -21,13 +21,22 @@ class Model(nnx.Module):
     default_loss: ClassVar[str] = "softmax_cross_entropy"
 
     def _remember(self, **config: Any) -> None:
-        # A tuple of pairs is hashable and static: it lives in the graph definition, not in the state.
+        # A tuple of pairs is hashable and static: it lives in the graph definition, not in the state. The dropout
+        # rate is a value in the state (blocks.Dropout), so the graph records only whether there is dropout:
+        # models that differ in their rate share compiled programs.
+        if "dropout" in config:
+            config["dropout"] = config["dropout"] > 0
         self.config_items = tuple(config.items())
 
     @property
     def config(self) -> dict[str, Any]:
-        """The constructor arguments (without ``rngs``)."""
-        return dict(self.config_items)
+        """The constructor arguments (without ``rngs``); ``dropout`` is the current rate of its dropout layers."""
+        config = dict(self.config_items)
+        if "dropout" in config:
+            from dlfund.models.blocks import dropout_rate
+
+            config["dropout"] = dropout_rate(self)
+        return config
 
     def check_input(self, example_shape: tuple[int, ...]) -> None:
         """Raises ``ValueError`` naming expected and received shapes if one example of this shape does not fit."""

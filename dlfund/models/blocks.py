@@ -124,6 +124,69 @@ def sequence_mask(mask: jax.Array | None, x: jax.Array) -> jax.Array:
     return mask.astype(bool)
 
 
+class DropoutRate(nnx.Variable):
+    """The rate of a :class:`Dropout` layer: part of the model's state (so a value under ``jit``, not a constant of
+    the program), never trained, and not saved as a weight (it is a setting: the model's config records it)."""
+
+
+class Dropout(nnx.Module):
+    """Inverted dropout whose rate is a state variable, so that models that differ only in their dropout rate share
+    compiled programs, and a sweep can give every member its own rate.
+
+    In training mode (``model.train()``) each unit is zeroed with probability ``rate`` and the survivors are scaled
+    by ``1 / (1 - rate)``; in eval mode it is the identity. The same computation as ``nnx.Dropout``, whose rate is
+    a Python constant (a traced rate there fails on ``if rate == 0``).
+
+    Call: ``dropout(x, rngs=key)`` -> same shape and dtype; ``key`` is required in training mode.
+    """
+
+    def __init__(self, rate: float):
+        self.rate = DropoutRate(jnp.asarray(rate, jnp.float32))
+        self.deterministic = False  # set by model.train() / model.eval()
+
+    def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+        if self.deterministic:
+            return x
+        if rngs is None:
+            raise ValueError("dropout in training mode needs a random key: call the model with rngs=key")
+        keep = 1.0 - self.rate[...]
+        mask = jax.random.bernoulli(rngs, keep, x.shape)
+        return jax.lax.select(mask, (x / keep).astype(x.dtype), jnp.zeros_like(x))
+
+
+def dropout_layers(model: nnx.Module) -> list[Dropout]:
+    """Every :class:`Dropout` layer inside ``model``."""
+    return [node for _, node in nnx.iter_graph(model) if isinstance(node, Dropout)]
+
+
+def dropout_rate(model: nnx.Module) -> float:
+    """The dropout rate of ``model``'s dropout layers (0.0 if it has none), as the shortest float that the
+    float32 value rounds from (0.2, not 0.20000000298)."""
+    layers = dropout_layers(model)
+    return float(str(np.float32(layers[0].rate[...]))) if layers else 0.0
+
+
+def set_dropout(model: nnx.Module, rate: float) -> nnx.Module:
+    """Sets the rate of every dropout layer of ``model`` (in place; returns it). The program does not change: a
+    model trained before keeps its compiled steps.
+
+    Raises:
+      ValueError: ``rate`` outside [0, 1), or a model without dropout layers (built with ``dropout=0``: build it
+        with any rate > 0 to have them).
+    """
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {rate!r}")
+    layers = dropout_layers(model)
+    if not layers:
+        raise ValueError(
+            f"{type(model).__name__} has no dropout layers (it was built with dropout=0); build it with a dropout > 0 "
+            "(any: this rate replaces it) to set its rate"
+        )
+    for layer in layers:
+        layer.rate[...] = jnp.asarray(rate, jnp.float32)
+    return model
+
+
 def dropout_key(rngs: jax.Array | None, site: int) -> jax.Array | None:
     """The dropout key of one dropout site: each site folds in its own number, so no two sites share a mask."""
     return None if rngs is None else jax.random.fold_in(rngs, site)

@@ -11,7 +11,15 @@ from flax import nnx
 
 from dlfund import activations
 from dlfund.models.base import Model, check_rate, check_size
-from dlfund.models.blocks import as_images, check_choice, check_image_input, check_shape, dropout_key, per_block
+from dlfund.models.blocks import (
+    Dropout,
+    as_images,
+    check_choice,
+    check_image_input,
+    check_shape,
+    dropout_key,
+    per_block,
+)
 
 _POOLS = {"max": nnx.max_pool, "avg": nnx.avg_pool}
 
@@ -154,7 +162,7 @@ class CNN(Model):
         widths = (features, *dense)
         self.dense = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(widths)])
         self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout) if dropout > 0 else None
+        self.dropout = Dropout(dropout) if dropout > 0 else None
 
     def _feature_map(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         return feature_map_size(image_hw, self.kernel_sizes, self.strides, self.pools, self.padding)

@@ -10,6 +10,7 @@ from flax import nnx
 
 from dlfund import activations
 from dlfund.models.base import FlatInputModel, check_rate, check_size
+from dlfund.models.blocks import Dropout
 
 
 class MLP(FlatInputModel):
@@ -59,7 +60,7 @@ class MLP(FlatInputModel):
             [nnx.Linear(a, b, use_bias=not batch_norm, rngs=rngs) for a, b in itertools.pairwise(widths)]
         )
         self.norms = nnx.List([nnx.BatchNorm(w, rngs=rngs) for w in hidden] if batch_norm else [])
-        self.dropout = nnx.Dropout(dropout) if dropout > 0 else None
+        self.dropout = Dropout(dropout) if dropout > 0 else None
         self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dlfund.models.base import Model, check_rate, check_size
-from dlfund.models.blocks import as_sequences, check_choice, check_sequence_input, dropout_key, sequence_mask
+from dlfund.models.blocks import Dropout, as_sequences, check_choice, check_sequence_input, dropout_key, sequence_mask
 
 Carry = Any  # an array [B, hidden], or a tuple of them (the LSTM's (c, h))
 
@@ -99,7 +99,7 @@ class RecurrentModel(Model):
         sizes = [in_features] + [directions * hidden] * (num_layers - 1)
         self.forward = nnx.List([self._cell(size, hidden, rngs) for size in sizes])
         self.backward = nnx.List([self._cell(size, hidden, rngs) for size in sizes] if self.bidirectional else [])
-        self.dropout = nnx.Dropout(dropout) if dropout > 0 else None
+        self.dropout = Dropout(dropout) if dropout > 0 else None
         self.head = nnx.Linear(directions * hidden, num_classes, rngs=rngs)
 
     @property

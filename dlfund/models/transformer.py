@@ -8,6 +8,7 @@ from flax import nnx
 
 from dlfund.models.base import Model, check_rate, check_size
 from dlfund.models.blocks import (
+    Dropout,
     MultiHeadSelfAttention,
     as_images,
     as_sequences,
@@ -37,7 +38,7 @@ class EncoderBlock(nnx.Module):
         self.mlp_norm = nnx.LayerNorm(width, rngs=rngs)
         self.mlp_in = nnx.Linear(width, mlp_width, rngs=rngs)
         self.mlp_out = nnx.Linear(mlp_width, width, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout) if dropout > 0 else None
+        self.dropout = Dropout(dropout) if dropout > 0 else None
 
     def _drop(self, x: jax.Array, rngs: jax.Array | None, site: int) -> jax.Array:
         return x if self.dropout is None else self.dropout(x, rngs=dropout_key(rngs, site))
@@ -156,7 +157,7 @@ class Transformer(Model):
         self.blocks = nnx.List([EncoderBlock(width, num_heads, mlp_width, dropout, rngs=rngs) for _ in range(depth)])
         self.norm = nnx.LayerNorm(width, rngs=rngs)
         self.head = nnx.Linear(width, num_classes, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout) if dropout > 0 else None
+        self.dropout = Dropout(dropout) if dropout > 0 else None
 
     @staticmethod
     def _check_patching(in_features: int, max_len: int, patch_size, image_shape) -> tuple[int, int, int]:
