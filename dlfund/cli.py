@@ -201,9 +201,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return _fit(config, run_dir, resume=False, progress=config.progress)
 
 
-def sweep(config: SweepConfig) -> dict[str, Any]:
-    """Trains every member of the sweep as one program; writes the table, the curves, each member's weights and
-    test metrics, and the ensemble's; returns the metrics."""
+def sweep(config: SweepConfig, *, resume: bool = False, data_dir: str | None = None) -> dict[str, Any]:
+    """Trains every member of the sweep as one program in a run folder (checkpoints, the table, the curves, each
+    member's weights and history), then evaluates each member and their ensemble on the test split."""
     import dlfund
     from dlfund import io as io_lib
 
@@ -215,7 +215,7 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
         raise ValueError("--val-fraction 0 leaves no validation split for early stopping; add --patience 0")
     size = len(next(iter(members.values())))
     print(f"sweep folder: {out} ({size} members: {', '.join(members)})", flush=True)
-    ds = _load_dataset(shared)
+    ds = _load_dataset(shared, data_dir)
     regression = ds.num_classes is None
     model_options = shared.model_options(regression=regression)
     outputs = 1 if regression else ds.num_classes
@@ -223,27 +223,15 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
     def model_fn(rngs):
         return dlfund.models.build(config.model, ds.input_shape, outputs, rngs=rngs, **model_options)
 
-    options = shared.fit_config(ds).as_kwargs()
+    run_info = {"cli": {**config.to_dict(), "run_dir": str(out)}, "dataset": _dataset_info(ds)}
+    options = shared.fit_config(ds, run_dir=out, resume=resume, run_info=run_info).as_kwargs()
     if "seed" not in members:
         options["seed"] = config.seeds[0]  # one --seeds value is every member's (--seed splits the data)
     for key in members:  # the members' own values, not shared options
         options.pop(key, None)
-    for name in ("run_dir", "resume", "callbacks", "checkpoint_every", "keep_checkpoints", "tensorboard", "run_info"):
-        options.pop(name)
+    options.pop("callbacks")
     result = dlfund.sweep(model_fn, ds, members, **options)
-    out.mkdir(parents=True, exist_ok=True)
-    io_lib.write_json(out / CONFIG_FILE, {"cli": {**config.to_dict(), "run_dir": str(out)}, "fit": result.config})
-    result.to_csv(out / "sweep.csv")
-    figure = result.plot()
-    io_lib.write_with(out / "curves.png", lambda f: figure.savefig(f, format="png", dpi=110))
-    tests = []
-    for k in range(len(result)):
-        member_dir = out / "members" / str(k)
-        member_dir.mkdir(parents=True, exist_ok=True)
-        model = result.model(k)
-        dlfund.save_weights(member_dir / "weights.safetensors", model)
-        result.histories[k].to_csv(member_dir / "history.csv")
-        tests.append(_evaluate(model, ds.test, shared, ds))
+    tests = [_evaluate(result.model(k), ds.test, shared, ds) for k in range(len(result))]
     metrics: dict[str, Any] = {"members": result.members, "test": tests, "best_member": result.best()}
     if not regression and result.state.objective.loss.link is not None:
         metrics["ensemble_test"] = dlfund.evaluate(result, ds.test)
@@ -308,6 +296,14 @@ def resume(args: ResumeArgs) -> dict[str, Any] | None:
     is trained or rewritten.
     """
     run_dir = Path(args.run_dir)
+    recorded = _record(run_dir)
+    if "sweep" in recorded and "cli" in recorded:  # a folder of `dlfund sweep`
+        if args.epochs is not None:
+            raise ValueError("--epochs does not apply to a sweep folder: resume it as it was configured")
+        if (run_dir / "result.json").exists():
+            print(f"{run_dir} is a finished sweep; nothing to resume", flush=True)
+            return None
+        return sweep(SweepConfig.from_dict(recorded["cli"]), resume=True, data_dir=args.data_dir)
     config = _run_config(run_dir)
     outcome = read_outcome(run_dir)
     recorded_fit = _record(run_dir).get("fit", {})

@@ -171,6 +171,7 @@ SWEEP_AXES = {
     "weight_decay": "weight_decay",
     "l2": "l2",
     "label_smoothing": "label_smoothing",
+    "dropout": "dropout",
 }
 
 
@@ -184,6 +185,7 @@ class SweepConfig(TrainConfig):
     weight_decay: tuple[float, ...] = _field((0.0,), "decoupled weight decays (skips biases and norm scales)")
     l2: tuple[float, ...] = _field((0.0,), "L2 penalties added to the loss (kernels only)")
     label_smoothing: tuple[float, ...] = _field((0.0,), "label smoothings for softmax cross-entropy")
+    dropout: tuple[float, ...] = _field((0.0,), "dropout rates (the rate is a value of the program, like the rest)")
     seed: int = _field(0, "seed of the train/validation split (the members' own seeds are --seeds)")
     run_dir: str | None = _field(None, "output folder; None: runs/sweep-<model>-<dataset>-<time>")
 
@@ -200,6 +202,8 @@ class SweepConfig(TrainConfig):
         for flag in SWEEP_AXES:
             if flag != "seeds":
                 values[flag] = getattr(self, flag)[0]
+        # Swept dropout needs dropout layers in the model: build it with the largest rate (each member sets its own).
+        values["dropout"] = max(self.dropout)
         return TrainConfig(**values)
 
 

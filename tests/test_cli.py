@@ -192,7 +192,17 @@ def test_a_sweep_config_file_holds_lists_and_one_seed_is_every_members(tmp_path,
     assert cli.main(["sweep", "--config", str(tmp_path / "sweep.yaml"), "--run-dir", str(out), "--no-progress"]) == 0
     recorded = json.loads((out / "config.json").read_text())
     assert recorded["cli"]["learning_rate"] == [1e-3, 1e-2] and recorded["cli"]["seeds"] == [5]
-    assert recorded["fit"]["seed"] == 5 and recorded["fit"]["members"] == [
+    assert recorded["sweep"]["seed"] == 5 and recorded["sweep"]["members"] == [
         {"learning_rate": 1e-3},
         {"learning_rate": 1e-2},
     ]
+
+
+def test_resume_of_a_finished_sweep_folder_trains_nothing(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--seeds", "0", "1", "--epochs", "1", "--patience", "0", "--hidden", "8", "--no-progress"]
+    assert cli.main([*argv, "--run-dir", str(out)]) == 0
+    assert (out / "checkpoints" / "1").is_dir() and (out / "result.json").is_file()
+    capsys.readouterr()
+    assert cli.main(["resume", str(out)]) == 0
+    assert "is a finished sweep; nothing to resume" in capsys.readouterr().out

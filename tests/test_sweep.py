@@ -100,15 +100,16 @@ def test_a_member_does_not_depend_on_the_other_members():
 
 def test_another_value_of_a_traced_hyperparameter_does_not_compile_again():
     base = dict(epochs=2, regularizers=("l2:1e-4",), label_smoothing=0.1, weight_decay=1e-4, **OPTIONS)
-    first = {"learning_rate": [1e-2, 3e-2], "seed": [0, 1]}
+    first = {"learning_rate": [1e-2, 3e-2], "seed": [0, 1], "dropout": [0.1, 0.2]}
     dlfund.sweep(model_fn(), TRAIN, first, **{k: v for k, v in base.items() if k != "learning_rate"})
     size = sweep_lib._run_members._cache_size()
     assert size >= 1
     again = dict(base, regularizers=("l2:1e-2",), label_smoothing=0.2, weight_decay=1e-3)
     again.pop("learning_rate")
-    dlfund.sweep(model_fn(), TRAIN, {"learning_rate": [1e-3, 1e-1], "seed": [2, 3]}, **again)
+    dlfund.sweep(model_fn(), TRAIN, {"learning_rate": [1e-3, 1e-1], "seed": [2, 3], "dropout": [0.0, 0.5]}, **again)
     assert sweep_lib._run_members._cache_size() == size
-    dlfund.sweep(model_fn(), TRAIN, {"learning_rate": [1e-3, 1e-1, 1e-2], "seed": [2, 3, 4]}, **again)
+    three = {"learning_rate": [1e-3, 1e-1, 1e-2], "seed": [2, 3, 4], "dropout": [0.3] * 3}
+    dlfund.sweep(model_fn(), TRAIN, three, **again)
     assert sweep_lib._run_members._cache_size() == size + 1  # another member count is another shape
 
 
@@ -155,6 +156,18 @@ def test_evaluating_an_ensemble_again_does_not_compile_again():
     assert dlfund.evaluate(result, VAL) == first
     assert dlfund.evaluate(dlfund.Ensemble(result.models()), VAL) == first
     assert evaluation.evaluate_arrays._cache_size() == size
+
+
+def test_dropout_members_equal_fits_of_models_built_with_their_rate():
+    # 0 next to others: the member's layers keep every unit, as a model built without dropout.
+    members = {"dropout": [0.0, 0.3, 0.6], "seed": [0, 1, 2]}
+    result = dlfund.sweep(model_fn(0.1), TRAIN, members, epochs=3, **OPTIONS)
+    for k, member in enumerate(result.members):
+        alone = own_fit(member, dropout=member["dropout"], epochs=3)
+        assert_close_weights(result.model(k), alone.model)
+        assert result.model(k).config["dropout"] == member["dropout"]
+    with pytest.raises(ValueError, match="has no dropout layers"):
+        dlfund.sweep(model_fn(0.0), TRAIN, {"dropout": [0.1, 0.2]}, epochs=1, **OPTIONS)
 
 
 def test_a_diverging_member_stops_alone_where_its_own_fit_stops():
@@ -251,6 +264,7 @@ def test_grid_builds_every_combination_the_last_key_fastest():
         ({"seed": 0}, {}, "must be a list with one value per member"),
         ({"learning_rate": [1e-3, -1.0]}, {}, "member 1: learning_rate=-1.0: the learning rate must be > 0"),
         ({"label_smoothing": [1.5]}, {}, r"label smoothing must be in \[0, 1\)"),
+        ({"dropout": [0.1, 1.0]}, {}, r"member 1: dropout=1.0: a dropout rate must be in \[0, 1\)"),
         ({"learning_rate": [1e-3, float("inf")]}, {}, "member 1: learning_rate=inf: must be a finite number"),
         ({"seed": [0, 1]}, {"devices": "cpu"}, "devices must be 'auto', a number of devices or a list"),
         ({"seed": [0]}, {"seed": 3}, "both a member key and a fit option"),
@@ -322,3 +336,43 @@ def test_data_warnings_come_once_and_point_at_the_sweep_call():
         dlfund.sweep(model_fn(), (x * 100, y), {"seed": [0, 1, 2]}, epochs=1, progress=False)
     data_warnings = [w for w in caught if issubclass(w.category, dlfund.DataWarning)]
     assert len(data_warnings) == 1 and data_warnings[0].filename == __file__
+
+
+def test_a_sweep_run_folder_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
+    from dlfund.train import sweep_run
+
+    stopper = dlfund.EarlyStopping(monitor="val_loss", patience=2, min_delta=0.02)
+    members = {"learning_rate": [3e-3, 1e-1], "seed": [0, 1]}
+    options = dict(epochs=8, early_stopping=stopper, checkpoint_every=2, **OPTIONS_NO_LR)
+    reference = dlfund.sweep(model_fn(), TRAIN, members, run_dir=tmp_path / "whole", **options)
+    folder = tmp_path / "whole"
+    for name in ("config.json", "sweep.csv", "curves.png", "result.json"):
+        assert (folder / name).is_file(), name
+    for k in range(2):
+        saved = dlfund.load_model(folder / "members" / str(k) / "weights.safetensors")
+        np.testing.assert_array_equal(dlfund.predict(saved, VAL[0]), dlfund.predict(reference.model(k), VAL[0]))
+        assert dlfund.History.from_csv(folder / "members" / str(k) / "history.csv") == reference.histories[k]
+
+    original = sweep_run.SweepRecorder.checkpoint
+
+    def dies_after_epoch_4(self, epoch, *args):
+        original(self, epoch, *args)
+        if epoch == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_run.SweepRecorder, "checkpoint", dies_after_epoch_4)
+    with pytest.raises(dlfund.TrainingInterrupted) as interrupted:
+        dlfund.sweep(model_fn(), TRAIN, members, run_dir=tmp_path / "cut", **options)
+    assert interrupted.value.checkpoint_epoch == 4
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="already holds a run; pass resume=True"):
+        dlfund.sweep(model_fn(), TRAIN, members, run_dir=tmp_path / "cut", **options)
+    with pytest.raises(ValueError, match="configured differently"):
+        dlfund.sweep(model_fn(), TRAIN, {"learning_rate": [3e-3, 1e-2], "seed": [0, 1]}, run_dir=tmp_path / "cut",
+                     resume=True, **options)  # fmt: skip
+    resumed = dlfund.sweep(model_fn(), TRAIN, members, run_dir=tmp_path / "cut", resume=True, **options)
+    assert resumed.histories == reference.histories  # bit for bit
+    assert (resumed.best_epochs, resumed.stop_reasons) == (reference.best_epochs, reference.stop_reasons)
+    for k in range(2):
+        for a, b in zip(params(resumed.model(k)), params(reference.model(k)), strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -26,6 +26,7 @@ SWEEPABLE = {
     "weight_decay": "decoupled weight decay",
     "l2": "strength of the L2 penalty ('l2:VALUE' in regularizers, added if there is none)",
     "label_smoothing": "label smoothing of softmax cross-entropy",
+    "dropout": "rate of every dropout layer (model_fn must build the model with dropout > 0; any rate)",
 }
 
 #: Model settings people try to sweep: they change the model's shapes, so they belong to model_fn.
@@ -36,7 +37,6 @@ _MODEL_SETTINGS = {
     "num_layers",
     "num_classes",
     "activation",
-    "dropout",
     "batch_norm",
     "model",
     "channels",
@@ -131,6 +131,8 @@ def _check_value(index: int, key: str, value: Any) -> None:
         raise ValueError(f"{where}: must be >= 0")
     if key == "label_smoothing" and not 0 <= value < 1:
         raise ValueError(f"{where}: label smoothing must be in [0, 1)")
+    if key == "dropout" and not 0 <= value < 1:
+        raise ValueError(f"{where}: a dropout rate must be in [0, 1)")
 
 
 def member_options(base: FitConfig, member: dict[str, Any], model: Any) -> FitConfig:

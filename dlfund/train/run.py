@@ -74,9 +74,15 @@ def environment() -> dict[str, Any]:
     }
 
 
+def _model_config(model) -> dict[str, Any]:
+    from dlfund.weights import model_config
+
+    return model_config(model)
+
+
 def describe_model(model) -> dict[str, Any]:
     """Class name and constructor arguments (dlfund models remember them), enough to rebuild the model."""
-    return {"class": type(model).__name__, "config": dict(getattr(model, "config_items", ())) or None}
+    return {"class": type(model).__name__, "config": _model_config(model) or None}
 
 
 def describe_data(data: Any, example_shape: tuple[int, ...], num_classes: int | None) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 
 from dlfund import _warnings
 from dlfund.history import History
+from dlfund.models.blocks import set_dropout
+from dlfund.train import checks
 from dlfund.train import loop as loop_lib
 from dlfund.train import members as members_lib
 from dlfund.train.fit import (
@@ -41,14 +43,15 @@ from dlfund.train.fit import (
     order_root,
     plan_fit,
 )
+from dlfund.train.interrupts import InterruptGuard, TrainingInterrupted, newest_checkpoint, quiet_absl
 from dlfund.train.options import FitConfig, check_names
+from dlfund.train.run import describe_data, describe_model
 from dlfund.train.sweep_result import SweepResult
+from dlfund.train.sweep_run import SweepRecorder
 
 #: Fit options a sweep does not take, and why.
 _NOT_FOR_SWEEPS = {
     "callbacks": "callbacks see one model's epochs on the host; read each member's history from the SweepResult",
-    "run_dir": "run folders record one model; save members with dlfund.save_weights(result.model(k), path)",
-    "resume": "run folders record one model",
 }
 
 
@@ -114,7 +117,8 @@ def sweep(
         models must have the same structure and shapes).
       data: as for :func:`dlfund.fit` (a Dataset or ``(x, y)``; the training data must fit on the device).
       members: a dict of equal-length lists, one value per member: ``seed``, ``learning_rate``,
-        ``weight_decay``, ``l2``, ``label_smoothing`` (see :data:`dlfund.train.members.SWEEPABLE`);
+        ``weight_decay``, ``l2``, ``label_smoothing``, ``dropout`` (``dlfund.models.set_dropout`` on the
+        member's model) (see :data:`dlfund.train.members.SWEEPABLE`);
         :func:`dlfund.grid` builds every combination. A member without ``seed`` uses the fit option's seed.
       devices: where the member axis goes: "auto" (the local devices that divide the member count evenly), an
         int, or a list of devices. Members need no communication, so K members on D devices run K/D each.
@@ -154,6 +158,11 @@ def sweep(
     for member in table:
         seed = member.get("seed", base.seed)
         model = model_fn(nnx.Rngs(seed))
+        if "dropout" in member:  # a value in the model's state, like the other members' values
+            try:
+                set_dropout(model, float(member["dropout"]))
+            except ValueError as error:
+                raise ValueError(f"dropout members: {error}") from None
         models.append(model)
         configs.append(members_lib.member_options(base.replace(seed=int(seed)), member, model))
     try:
@@ -197,9 +206,6 @@ def sweep(
         split, replicated = NamedSharding(mesh, PartitionSpec("members")), NamedSharding(mesh, PartitionSpec())
         loops, roots = jax.device_put((loops, roots), split)
         x, y, x_val, y_val = jax.device_put((x, y, x_val, y_val), replicated)
-    result = _train_members(
-        program, loops, roots, (x, y, x_val, y_val), options, table, configs, plan.train, early_stopping
-    )
     config = {**plan.config, "members": table, "member_devices": len(chosen)}
     for key in table[0]:  # member 0's values of the swept keys are not shared: the members have their own
         if key in ("learning_rate", "weight_decay"):
@@ -210,57 +216,109 @@ def sweep(
             config["regularizers"] = [r if not r.startswith("l2:") else "l2:per member" for r in config["regularizers"]]
         elif key == "label_smoothing":
             config["loss"] = {**config["loss"], "label_smoothing": "per member"}
+    recorder = None
+    if options.run_dir is not None:
+        model = describe_model(models[0])
+        if "dropout" in table[0] and model.get("config"):
+            model = {**model, "config": {**model["config"], "dropout": "per member"}}
+        recorder = SweepRecorder(
+            options.run_dir,
+            config=config,
+            extra={
+                "model": model,
+                "data": describe_data(data, plan.example_shape, plan.num_classes),
+                **(options.run_info or {}),
+            },
+            resume=options.resume,
+            checkpoint_every=options.checkpoint_every,
+            keep=checks.check_positive_int("keep_checkpoints", options.keep_checkpoints),
+        )
+    result = _train_members(
+        program, loops, roots, (x, y, x_val, y_val), options, table, configs, plan.train, early_stopping, recorder
+    )
     result.config = config
+    if recorder is not None:
+        try:
+            recorder.finish(result)
+        finally:
+            recorder.close()
     return result
 
 
-def _train_members(program, loops, roots, arrays, options, table, configs, train, early_stopping) -> SweepResult:
-    """The host side: calls of many epochs for every member, the rows into per-member histories."""
+def _train_members(
+    program, loops, roots, arrays, options, table, configs, train, early_stopping, recorder
+) -> SweepResult:
+    """The host side: calls of many epochs for every member, the rows into per-member histories, checkpoints."""
     size, epochs = len(table), options.epochs
     histories = [History() for _ in range(size)]
     halt_reasons: dict[int, str] = {}
+    if recorder is not None:
+        loops, histories, halt_reasons = recorder.start(loops)
     epoch_seconds: list[float] = []
     member_epochs = 0  # member-epochs whose rows were kept (the rest of size * calls' epochs was discarded)
     program_epochs = 0
     epoch_time = _EPOCH_TIMES.get((program, size, np.shape(arrays[0])))
-    bar = tqdm(desc=f"sweep ({size} members)", unit="epoch", disable=not options.progress, total=epochs)
+    initial = int(np.max(np.asarray(jax.device_get(loops.epoch))))
+    bar = tqdm(
+        desc=f"sweep ({size} members)", unit="epoch", disable=not options.progress, total=epochs, initial=initial
+    )
+    guard = InterruptGuard()
     try:
-        while True:
-            done = np.asarray(jax.device_get(loops.epoch))
-            active = ~np.asarray(jax.device_get(loops.stopped)) & ~np.asarray(jax.device_get(loops.halted))
-            active &= done < epochs
-            if not active.any():
-                break
-            start_epoch = int(done[active].max())
-            call = _call_size(options.epochs_per_call, start_epoch, epochs, None, (), "scan", epoch_time)
-            start = time.perf_counter()
-            loops, rows = _run_members(loops, np.int32(call), *arrays, roots, program=program)
-            rows, ran, halted = jax.device_get((rows, loops.epoch, loops.halted))
-            seconds = time.perf_counter() - start
-            ran = np.asarray(ran) - done
-            longest = int(ran.max())
-            if longest:
-                if len(_EPOCH_TIMES) >= 256:
-                    _EPOCH_TIMES.clear()
-                epoch_time = _EPOCH_TIMES[(program, size, np.shape(arrays[0]))] = seconds / longest
-                epoch_seconds.extend([seconds / longest] * longest)
-                program_epochs += longest
-            for k in range(size):
-                member_epochs += int(ran[k])
-                for i in range(int(ran[k])):
-                    row = {"epoch": int(done[k]) + 1 + i}
-                    row.update({c: float(v) for c, v in zip(program.columns, rows[k][i])})
-                    histories[k].append(row)
-            for k in np.flatnonzero(np.asarray(halted)):
-                if k in halt_reasons:
-                    continue
-                state, halt_reasons[k] = _halt(
-                    program, member_slice(loops.state, k), train, member_slice(roots, k), int(ran[k] + done[k]) + 1,
-                    "scan", None,
-                )  # fmt: skip
-                loops = loops._replace(state=_set_member(loops.state, k, state))
-                _warnings.warn(f"sweep member {k} ({table[k]}): {halt_reasons[k]}", NonFiniteLossWarning)
-            bar.update(int(np.max(np.asarray(jax.device_get(loops.epoch)))) - bar.n)
+        with guard.installed():
+            while True:
+                done = np.asarray(jax.device_get(loops.epoch))
+                active = ~np.asarray(jax.device_get(loops.stopped)) & ~np.asarray(jax.device_get(loops.halted))
+                active &= done < epochs
+                if not active.any():
+                    break
+                start_epoch = int(done[active].max())
+                call = _call_size(options.epochs_per_call, start_epoch, epochs, recorder, (), "scan", epoch_time)
+                start = time.perf_counter()
+                loops, rows = _run_members(loops, np.int32(call), *arrays, roots, program=program)
+                rows, ran, halted = jax.device_get((rows, loops.epoch, loops.halted))
+                seconds = time.perf_counter() - start
+                ran = np.asarray(ran) - done
+                longest = int(ran.max())
+                if longest:
+                    if len(_EPOCH_TIMES) >= 256:
+                        _EPOCH_TIMES.clear()
+                    epoch_time = _EPOCH_TIMES[(program, size, np.shape(arrays[0]))] = seconds / longest
+                    epoch_seconds.extend([seconds / longest] * longest)
+                    program_epochs += longest
+                for k in range(size):
+                    member_epochs += int(ran[k])
+                    for i in range(int(ran[k])):
+                        row = {"epoch": int(done[k]) + 1 + i}
+                        row.update({c: float(v) for c, v in zip(program.columns, rows[k][i])})
+                        histories[k].append(row)
+                for k in map(int, np.flatnonzero(np.asarray(halted))):
+                    if k in halt_reasons:
+                        continue
+                    state, halt_reasons[k] = _halt(
+                        program, member_slice(loops.state, k), train, member_slice(roots, k),
+                        int(ran[k] + done[k]) + 1, "scan", None,
+                    )  # fmt: skip
+                    loops = loops._replace(state=_set_member(loops.state, k, state))
+                    _warnings.warn(f"sweep member {k} ({table[k]}): {halt_reasons[k]}", NonFiniteLossWarning)
+                furthest = int(np.max(np.asarray(jax.device_get(loops.epoch))))
+                bar.update(furthest - bar.n)
+                if recorder is not None:
+                    finished = not _any_active(loops, epochs)
+                    if finished or furthest % recorder.checkpoint_every == 0:
+                        with guard.protect():
+                            recorder.checkpoint(furthest, loops, histories, halt_reasons)
+    except KeyboardInterrupt as interrupt:
+        saved = None
+        if recorder is not None:
+            with quiet_absl():
+                recorder.close()
+            saved = newest_checkpoint(recorder.run_dir)
+        done_epochs = int(np.max(np.asarray(jax.device_get(loops.epoch))))
+        raise TrainingInterrupted(done_epochs, saved, None if recorder is None else recorder.run_dir) from interrupt
+    except BaseException:
+        if recorder is not None:
+            recorder.close()
+        raise
     finally:
         bar.close()
 
@@ -292,6 +350,11 @@ def _train_members(program, loops, roots, arrays, options, table, configs, train
         wasted_fraction=0.0 if not program_epochs else 1.0 - member_epochs / (size * program_epochs),
         seeds=[c.seed for c in configs],
     )
+
+
+def _any_active(loops, epochs: int) -> bool:
+    done, stopped, halted = (np.asarray(a) for a in jax.device_get((loops.epoch, loops.stopped, loops.halted)))
+    return bool((~stopped & ~halted & (done < epochs)).any())
 
 
 def _monitor(early_stopping, histories) -> tuple[str, str]:
