@@ -285,10 +285,12 @@ class FitPlan:
     recorder: RunRecorder | None
 
 
-def build_state(model: nnx.Module, options: FitConfig, steps_per_epoch: int, *, decay_term: bool = False) -> TrainState:
+def build_state(
+    model: nnx.Module, options: FitConfig, steps_per_epoch: int, *, decay_term: bool = False, copy_model: bool = True
+) -> TrainState:
     """The initial train state of ``model`` under ``options`` (optimizer, loss, penalties, augmentation, keys);
     ``decay_term``: keep the optimizer's weight-decay term even at a weight decay of 0 (a sweep whose members decay
-    by 0 and by more has one program)."""
+    by 0 and by more has one program); ``copy_model``: see :func:`create_train_state`."""
     opt = optimizers_lib.get(
         options.optimizer,
         learning_rate=options.learning_rate,
@@ -308,6 +310,7 @@ def build_state(model: nnx.Module, options: FitConfig, steps_per_epoch: int, *, 
         regularizers=tuple(options.regularizers),
         augment=options.augment,
         key=jax.random.fold_in(jax.random.key(options.seed), _STATE_STREAM),
+        copy_model=copy_model,
     )
 
 

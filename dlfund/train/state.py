@@ -114,15 +114,17 @@ class TrainState:
         return self.optimizer.rate(self.opt_state, self.step)
 
 
-def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+def split_model(model: nnx.Module, *, clone: bool = True) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
     """``(graphdef, params, model_state)`` of a train-mode clone of ``model`` (the arrays are shared, not copied).
 
     The graph definition then does not depend on the mode the user's model was left in, so a model trained,
-    evaluated and trained again reuses the same compiled programs.
+    evaluated and trained again reuses the same compiled programs. ``clone=False`` sets ``model`` itself to train
+    mode instead (for a model nobody else holds: a sweep's members; a clone costs ~2 ms for a small MLP).
     """
-    clone = nnx.merge(*nnx.split(model))
-    clone.train()
-    return nnx.split(clone, nnx.Param, ...)
+    if clone:
+        model = nnx.merge(*nnx.split(model))
+    model.train()
+    return nnx.split(model, nnx.Param, ...)
 
 
 def _takes_rngs(module: nnx.Module) -> bool:
@@ -141,6 +143,7 @@ def create_train_state(
     regularizers: tuple[Any, ...] = (),
     augment: Any = None,
     key: jax.Array,
+    copy_model: bool = True,
     **optimizer_options: Any,
 ) -> TrainState:
     """Builds the :class:`TrainState` for ``model``.
@@ -156,14 +159,17 @@ def create_train_state(
       augment: augmentation specs such as ``("crop:4", "flip")`` (see :func:`dlfund.data.augment.compose`), applied
         to each training batch inside the step; None or ``()``: none.
       key: PRNG key (e.g. ``jax.random.key(0)``); it drives dropout and augmentation.
+      copy_model: copy the model's arrays (and leave it in its mode); False hands them over and sets the model
+        to train mode: for a model that nothing else uses (a sweep builds one per member and stacks them).
     """
     opt = optimizers_lib.get(optimizer, learning_rate=learning_rate, **optimizer_options)
     objective = Objective(
         loss=losses_lib.for_model(model, loss),
         penalties=tuple(regularizers_lib.get(r) for r in regularizers),
     )
-    graphdef, params, model_state = split_model(model)
-    params, model_state = jax.tree.map(jnp.copy, (params, model_state))
+    graphdef, params, model_state = split_model(model, clone=copy_model)
+    if copy_model:
+        params, model_state = jax.tree.map(jnp.copy, (params, model_state))
     pipeline = None
     if augment:
         from dlfund.data.augment import compose

@@ -178,7 +178,12 @@ def sweep(
     decay_term = any(m.get("weight_decay", 0) > 0 for m in table)
     states = []
     for k in range(len(table)):
-        states.append(build_state(models[k], configs[k], plan.steps_per_epoch, decay_term=decay_term))
+        if k == 0 and not decay_term:
+            states.append(plan.state)  # already built as this member's by the plan
+        else:
+            states.append(
+                build_state(models[k], configs[k], plan.steps_per_epoch, decay_term=decay_term, copy_model=False)
+            )
         if jax.tree.structure(states[k]) != jax.tree.structure(states[0]):
             raise ValueError(
                 f"member {k}'s model or training state differs in structure from member 0's (model_fn must build "
@@ -196,7 +201,8 @@ def sweep(
         early_stopping=early_stopping,
         report=False,
     )
-    loops = stack([loop_lib.init_loop(s, program, early_stopping=early_stopping) for s in states])
+    # One batched init for all members (init_loop per member is K times the same few small operations).
+    loops = jax.vmap(lambda s: loop_lib.init_loop(s, program, early_stopping=early_stopping))(stack(states))
     roots = stack([order_root(config.seed) for config in configs])
     chosen = _member_devices(devices, len(table))
     x, y = plan.train
