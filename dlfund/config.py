@@ -53,6 +53,15 @@ class TrainConfig:
     seed: int = _field(0, "seed for initialization, data order and dropout")
     val_fraction: float = _field(0.1, "fraction of the training split held out for validation")
     execution: str = _field("auto", "epoch execution: auto, scan, chunk or loop")
+    devices: str = _field(
+        "auto", "devices to train on: auto (every local device), or a number (1: one device); batch_size is global"
+    )
+    parallelism: str = _field(
+        "data", "on several devices: data (each batch split, weights replicated) or fsdp (large weights split too)"
+    )
+    accumulate_steps: int = _field(
+        1, "gradient accumulation: micro-batches of batch_size / k per optimizer step (memory holds one)"
+    )
     data_dir: str | None = _field(None, "where datasets are prepared; None: $DLFUND_DATA_DIR or ~/tensorflow_datasets")
     download: bool = _field(
         False,
@@ -114,11 +123,23 @@ class TrainConfig:
             schedule=self.schedule,
             clip_norm=self.clip_norm,
             execution=self.execution,
+            devices=self.device_count(),
+            parallelism=self.parallelism,
+            accumulate_steps=self.accumulate_steps,
             progress=self.progress,
             checkpoint_every=self.checkpoint_every,
             keep_checkpoints=self.keep_checkpoints,
         )
         return FitConfig.of(**{**options, **overrides})
+
+    def device_count(self) -> int | str:
+        """``--devices`` as ``fit`` takes it: "auto" or a positive int."""
+        value = str(self.devices).strip()
+        if value == "auto":
+            return value
+        if value.isdigit() and int(value) >= 1:
+            return int(value)
+        raise ValueError(f"--devices must be 'auto' or a number of devices >= 1, got {self.devices!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,6 +14,7 @@ from flax import nnx
 from dlfund import losses as losses_lib
 from dlfund import metrics as metrics_lib
 from dlfund.train import checks
+from dlfund.train.devices import layout_of, shard_batch
 from dlfund.train.state import Objective, TrainState, _takes_rngs, split_model
 from dlfund.train.step import update_metrics
 
@@ -52,6 +53,8 @@ def evaluate_arrays(state: TrainState, x: jax.Array, y: jax.Array, *, batch_size
 
 def _eval_batch(state: TrainState, metrics: tuple[Any, ...], metric_states, x, y, mask):
     """Eval-mode outputs of one batch, fed to the metric accumulators."""
+    if state.layout is not None:
+        x, y, mask = (state.layout.shard_batch(a) for a in (x, y, mask))
     outputs, _ = state.apply(x, train=False)
     return update_metrics(metrics, metric_states, state.objective.loss, y, outputs, state.data_losses(outputs, y), mask)
 
@@ -74,7 +77,7 @@ def evaluate_source(state: TrainState, data, *, batch_size: int, metrics: tuple[
     order = np.minimum(np.arange(steps * batch_size).reshape(steps, batch_size), n - 1)
     mask = (np.arange(steps * batch_size) < n).reshape(steps, batch_size).astype(np.float32)
     metric_states = tuple(m.init() for m in metrics)
-    with Prefetcher(data.source, order, data.prepare) as batches:
+    with Prefetcher(data.source, order, data.prepare, sharding=data.sharding) as batches:
         for i, (x, y) in enumerate(batches):
             metric_states = _eval_update(state, metric_states, x, y, mask[i], metrics=metrics)
     return tuple(m.compute(s) for m, s in zip(metrics, metric_states))
@@ -86,7 +89,7 @@ def _predict_arrays(state: TrainState, x: jax.Array, *, batch_size: int) -> jax.
 
     def body(_, i):
         idx, _mask = _batch_indices(i, batch_size, n)
-        outputs, _ = state.apply(x[idx], train=False)
+        outputs, _ = state.apply(shard_batch(state.layout, x[idx]), train=False)
         return None, outputs
 
     _, outputs = jax.lax.scan(body, None, jnp.arange(math.ceil(n / batch_size)))
@@ -94,7 +97,10 @@ def _predict_arrays(state: TrainState, x: jax.Array, *, batch_size: int) -> jax.
 
 
 def eval_state(model: nnx.Module, loss: Any = None) -> TrainState:
-    """A state for evaluation only (no optimizer); shares the model's arrays (nothing is donated)."""
+    """A state for evaluation only (no optimizer); shares the model's arrays (nothing is donated).
+
+    A model whose arrays sit on a mesh (trained by ``fit`` on several devices) is evaluated there, each batch split
+    over the same devices."""
     graphdef, params, model_state = split_model(model)  # the training states' graph: shared compiled programs
     objective = Objective(loss=losses_lib.for_model(model, loss))
     return TrainState(
@@ -108,7 +114,15 @@ def eval_state(model: nnx.Module, loss: Any = None) -> TrainState:
         objective=objective,
         call_takes_rngs=_takes_rngs(model),
         hyper=objective.hyperparameters(),
+        layout=layout_of(params),
     )
+
+
+def eval_batch_size(state: TrainState, batch_size: int, num_examples: int) -> int:
+    """Rows per evaluation batch: at most ``num_examples``, rounded up to split evenly over the state's devices
+    (the extra rows are padding, masked out)."""
+    batch_size = min(batch_size, num_examples)
+    return batch_size if state.layout is None else state.layout.round_up(batch_size)
 
 
 def output_shape(state: TrainState, example_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -202,9 +216,10 @@ def evaluate(
         if num_classes is not None:
             metrics = DEFAULT_METRICS + (("precision", "recall", "f1") if num_classes == 2 else ())
     resolved = tuple(metrics_lib.get_metric(m, num_classes) for m in metrics)
-    batch_size = min(checks.check_positive_int("batch_size", batch_size), num_examples)
+    batch_size = eval_batch_size(state, checks.check_positive_int("batch_size", batch_size), num_examples)
     if is_host_source(split):
-        data = StreamData(split, functools.partial(checks.check_batch, "evaluation", objective, num_classes))
+        check = functools.partial(checks.check_batch, "evaluation", objective, num_classes)
+        data = StreamData(split, check, None if state.layout is None else state.layout.batch)
         values = evaluate_source(state, data, batch_size=batch_size, metrics=resolved)
     else:
         y = checks.check_targets("evaluation", y, objective, num_classes)
@@ -232,9 +247,8 @@ def predict(model: nnx.Module, x: Any, *, batch_size: int = EVAL_BATCH_SIZE) -> 
     if len(x) == 0:
         raise ValueError("x holds no examples (shape [0, ...]); there is nothing to predict")
     state = eval_state(model)
-    return np.asarray(
-        _predict_arrays(state, x, batch_size=min(checks.check_positive_int("batch_size", batch_size), len(x)))
-    )
+    batch_size = eval_batch_size(state, checks.check_positive_int("batch_size", batch_size), len(x))
+    return np.asarray(_predict_arrays(state, x, batch_size=batch_size))
 
 
 def predict_classes(model: nnx.Module, x: Any, *, loss: Any = None, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:

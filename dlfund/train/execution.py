@@ -80,6 +80,8 @@ def guarded_step(metrics: tuple[Any, ...], carry: Carry, batch: tuple[jax.Array,
     measurements["state_finite"] = _all_finite((new_state.params, new_state.opt_state))
     ok = jnp.logical_not(halted) & finite(measurements) & measurements["state_finite"]
     state = _select(ok, new_state, state)
+    if state.layout is not None:
+        state = state.layout.constrain_state(state)
     mask = jnp.broadcast_to(ok, step_out.losses.shape).astype(jnp.float32)
     metric_states = _update_metrics(state, metrics, metric_states, batch, step_out, mask)
     return (state, metric_states, jnp.logical_not(ok)), measurements
@@ -129,6 +131,8 @@ def _scan_epoch_impl(state, x, y, order_key, *, batch_size: int, metrics: tuple[
         # A NaN gradient poisons the parameters, so it shows in a later loss or, at the last step, in the state.
         ok = jnp.all(jnp.isfinite(measurements["loss"])) & _all_finite((state.params, state.opt_state))
         halted = jnp.logical_not(ok)
+    if state.layout is not None:  # XLA picks the layout of a loop's results: keep the state's
+        state = state.layout.constrain_state(state)
     return EpochResult(state, tuple(m.compute(s) for m, s in zip(metrics, metric_states)), measurements, halted)
 
 
@@ -243,10 +247,12 @@ class StreamData(NamedTuple):
     Attributes:
       source: a :class:`dlfund.train.sources.HostSource` (``len`` and ``read(indices) -> (x, y)``).
       prepare: ``(x, y) -> (x, y)`` host batch -> checked arrays; raises ValueError on bad data.
+      sharding: where each batch is put (split over a mesh), or None for the default device.
     """
 
     source: Any
     prepare: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    sharding: Any = None
 
 
 def stream_epoch(state, data: StreamData, order_key, *, batch_size: int, metrics: tuple[Any, ...]) -> EpochResult:
@@ -261,7 +267,7 @@ def stream_epoch(state, data: StreamData, order_key, *, batch_size: int, metrics
 
     def run_batches(carry, guarded):
         parts = []
-        with Prefetcher(data.source, order, data.prepare) as batches:
+        with Prefetcher(data.source, order, data.prepare, sharding=data.sharding) as batches:
             for x, y in batches:
                 carry, m = _batch_step(carry, x, y, metrics=metrics, guarded=guarded)
                 parts.append(m)

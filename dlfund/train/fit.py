@@ -21,8 +21,11 @@ from dlfund import metrics as metrics_lib
 from dlfund import optimizers as optimizers_lib
 from dlfund.history import History
 from dlfund.train import checks, sources
+from dlfund.train import devices as devices_lib
 from dlfund.train import loop as loop_lib
+from dlfund.train import precision as precision_lib
 from dlfund.train.callbacks import Callback
+from dlfund.train.devices import Layout
 from dlfund.train.early_stopping import EarlyStopping
 from dlfund.train.evaluation import (
     EVAL_BATCH_SIZE,
@@ -137,17 +140,20 @@ class _Split:
     def example_shape(self) -> tuple[int, ...]:
         return tuple(self.arrays[0].shape[1:]) if self.arrays is not None else tuple(self.reader.input_shape)
 
-    def place(self, placement: str, loss, num_classes):
-        """Device arrays ``(x, y)`` for ``placement="device"``; a ``StreamData`` for ``"stream"``."""
+    def place(self, placement: str, loss, num_classes, layout: Layout | None = None):
+        """Device arrays ``(x, y)`` for ``placement="device"`` (on a mesh: a whole copy on every device, see
+        :mod:`dlfund.train.devices`); a ``StreamData`` for ``"stream"``."""
         if placement == "device":
             x, y = self.arrays if self.arrays is not None else checks.as_split(self.name, self.reader.read(None))
-            return jax.device_put(x), jax.device_put(checks.check_targets(self.name, y, loss, num_classes))
+            y = checks.check_targets(self.name, y, loss, num_classes)
+            return jax.device_put((x, y), None if layout is None else layout.replicated)
         if self.arrays is not None:
             x, y = self.arrays
             source = sources.ArraySource(x, checks.check_targets(self.name, y, loss, num_classes))
         else:
             source = self.reader
-        return StreamData(source, functools.partial(checks.check_batch, self.name, loss, num_classes))
+        sharding = None if layout is None else layout.batch
+        return StreamData(source, functools.partial(checks.check_batch, self.name, loss, num_classes), sharding)
 
 
 def _resolve_metrics(names: Sequence[Any], num_classes: int | None) -> tuple[Any, ...]:
@@ -195,6 +201,10 @@ def fit(
     run_info: dict[str, Any] | None = None,
     augment: Any = None,
     epochs_per_call: int | str = "auto",
+    devices: Any = "auto",
+    parallelism: str = "data",
+    accumulate_steps: int = 1,
+    precision: str = "float32",
 ) -> FitResult:
     """Trains ``model`` on ``data``; everything is validated before anything compiles.
 
@@ -248,6 +258,25 @@ def fit(
         epoch (callbacks) or a checkpoint (``run_dir``: calls end at checkpoint epochs); the other strategies step
         from Python, one epoch per call. An int >= 1 fixes the call length (1: the classic epoch-by-epoch loop).
         The history is the same either way.
+      devices: where to train: "auto" (every local device when there is more than one, else the one), an int
+        (the first n local devices; 1: one device), a list of ``jax.Device`` or a ``jax.sharding.Mesh``. On
+        several devices each batch is split over them (``batch_size`` is the global batch and must divide by
+        their number), device-resident data is replicated on each, and the trained model's arrays stay on them
+        (``evaluate``/``predict`` then split their batches too). See :mod:`dlfund.train.devices`.
+      parallelism: "data" (weights and optimizer state replicated on every device) or "fsdp" (arrays of the
+        weights and optimizer state of at least 256 KiB split over the devices as well; XLA gathers them where
+        a layer needs them).
+      accumulate_steps: gradient accumulation: each optimizer step averages the gradients of this many
+        micro-batches of ``batch_size / accumulate_steps`` (computed one after another, so memory holds one
+        micro-batch), which equals one step on the whole batch up to float rounding, except that batch norm
+        normalizes each micro-batch by its own statistics (and moves its running averages once per
+        micro-batch) and each micro-batch draws its own dropout masks. Schedules, ``state.step`` and the
+        history count optimizer steps. ``batch_size`` must divide by it (and, on several devices, the
+        micro-batch by the device count).
+      precision: "float32", or "bfloat16": the training step computes in bfloat16 while the weights, gradients
+        and optimizer moments stay float32, and the loss (with its softmax) and batch-norm statistics are
+        float32; validation and evaluation run in float32 (:mod:`dlfund.train.precision`). On a CPU backend,
+        where bfloat16 is slower than float32, it warns once and the config records it.
     Returns:
       a :class:`FitResult`.
     """
@@ -286,11 +315,18 @@ class FitPlan:
 
 
 def build_state(
-    model: nnx.Module, options: FitConfig, steps_per_epoch: int, *, decay_term: bool = False, copy_model: bool = True
+    model: nnx.Module,
+    options: FitConfig,
+    steps_per_epoch: int,
+    *,
+    decay_term: bool = False,
+    copy_model: bool = True,
+    layout: Layout | None = None,
 ) -> TrainState:
     """The initial train state of ``model`` under ``options`` (optimizer, loss, penalties, augmentation, keys);
     ``decay_term``: keep the optimizer's weight-decay term even at a weight decay of 0 (a sweep whose members decay
-    by 0 and by more has one program); ``copy_model``: see :func:`create_train_state`."""
+    by 0 and by more has one program); ``copy_model``: see :func:`create_train_state`; ``layout``: the devices
+    (None: one)."""
     opt = optimizers_lib.get(
         options.optimizer,
         learning_rate=options.learning_rate,
@@ -311,6 +347,9 @@ def build_state(
         augment=options.augment,
         key=jax.random.fold_in(jax.random.key(options.seed), _STATE_STREAM),
         copy_model=copy_model,
+        layout=layout,
+        accumulate_steps=options.accumulate_steps,
+        precision=options.precision,
     )
 
 
@@ -353,11 +392,28 @@ def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
         raise ValueError(f"validation examples have shape {val_data.example_shape}, training examples {example_shape}")
 
     batch_size = checks.effective_batch_size(batch_size, len(train_data))
+    layout = devices_lib.resolve_layout(options.devices, options.parallelism)
+    accumulate_steps = checks.check_positive_int("accumulate_steps", options.accumulate_steps)
+    if batch_size % accumulate_steps:
+        raise ValueError(
+            f"batch_size={batch_size} does not split into accumulate_steps={accumulate_steps} equal micro-batches; "
+            f"use a batch size that {accumulate_steps} divides, e.g. "
+            f"{max(accumulate_steps, batch_size // accumulate_steps * accumulate_steps)}"
+        )
+    devices_lib.check_batch_divides(batch_size, layout, accumulate_steps=accumulate_steps)
     steps_per_epoch = len(train_data) // batch_size
     options = options.replace(
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, checkpoint_every=checkpoint_every
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        checkpoint_every=checkpoint_every,
+        accumulate_steps=accumulate_steps,
     )
-    state = build_state(model, options, steps_per_epoch)
+    precision = precision_lib.check_precision(options.precision)
+    precision_note = precision_lib.backend_note(
+        precision, (layout.devices[0] if layout is not None else jax.devices()[0]).platform
+    )
+    state = build_state(model, options, steps_per_epoch, layout=layout)
     if state.augment is not None:
         state.augment.validate(example_shape)
     objective_loss = state.objective.loss
@@ -385,7 +441,11 @@ def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
     for split in (train_data, val_data):
         if split is not None and split.arrays is not None:  # readers' labels are checked batch by batch
             checks.check_targets(split.name, split.arrays[1], objective_loss, num_classes)
-    placement, _ = sources.choose_placement(sources.data_bytes(len(train_data), example_shape), options.data_placement)
+    placement, _ = sources.choose_placement(
+        sources.data_bytes(len(train_data), example_shape),
+        options.data_placement,
+        device=None if layout is None else layout.devices[0],
+    )
     metrics = options.metrics
     if metrics is None:
         metrics = ("accuracy",) if num_classes is not None else ()
@@ -411,6 +471,7 @@ def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
         "regularizers": [p.describe() for p in state.objective.penalties],
         "epochs": epochs,
         "batch_size": batch_size,
+        "accumulate_steps": accumulate_steps,
         "steps_per_epoch": steps_per_epoch,
         "seed": options.seed,
         "metrics": [m.name for m in train_metrics],
@@ -421,6 +482,10 @@ def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
         "data_placement": placement,
         "early_stopping": None if early_stopping is None else dataclasses.asdict(early_stopping),
         "augment": [] if state.augment is None else state.augment.describe(),
+        "devices": 1 if layout is None else layout.size,
+        "parallelism": "data" if layout is None else layout.parallelism,
+        "precision": precision,
+        **({"precision_note": precision_note} if precision_note else {}),
     }
     recorder = None
     if options.run_dir is not None:
@@ -444,8 +509,8 @@ def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
     return FitPlan(
         model=model,
         state=state,
-        train=train_data.place(placement, objective_loss, num_classes),
-        val=None if val_data is None else val_data.place(placement, objective_loss, num_classes),
+        train=train_data.place(placement, objective_loss, num_classes, layout),
+        val=None if val_data is None else val_data.place(placement, objective_loss, num_classes, layout),
         order_root=order_root(options.seed),
         options=options,
         steps_per_epoch=steps_per_epoch,
@@ -544,7 +609,7 @@ def _train(
         batch_size=batch_size,
         metrics=metrics,
         validation=val is not None,
-        val_batch_size=_val_batch_size(val),
+        val_batch_size=_val_batch_size(val, state.layout),
         early_stopping=early_stopping,
         report=progress and strategy == "scan",
     )
@@ -680,11 +745,13 @@ def _train(
         return fit_result
 
 
-def _val_batch_size(val) -> int:
-    if isinstance(val, StreamData):
-        # The same batch size as for device-resident data, so both paths compute the same numbers.
-        return min(EVAL_BATCH_SIZE, len(val.source))
-    return 1 if val is None else min(EVAL_BATCH_SIZE, val[0].shape[0])
+def _val_batch_size(val, layout: Layout | None = None) -> int:
+    """Validation rows per batch (on a mesh rounded up to split over its devices: the extra rows are masked)."""
+    if val is None:
+        return 1
+    # The same batch size for streamed as for device-resident data, so both paths compute the same numbers.
+    size = min(EVAL_BATCH_SIZE, len(val.source) if isinstance(val, StreamData) else val[0].shape[0])
+    return size if layout is None else layout.round_up(size)
 
 
 _EPOCH_TIMES: dict[Any, float] = {}

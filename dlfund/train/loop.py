@@ -203,6 +203,16 @@ def _epoch(program: EpochProgram, loop: LoopState, x, y, x_val, y_val, order_roo
     return applied._replace(halted=result.halted), row
 
 
+def _keep_layout(loop: LoopState) -> LoopState:
+    """The loop state with its weights kept on the state's layout (several devices; see
+    :meth:`dlfund.train.devices.Layout.constrain`)."""
+    layout = loop.state.layout
+    if layout is None:
+        return loop
+    best = None if loop.best is None else layout.constrain(loop.best)
+    return loop._replace(state=layout.constrain_state(loop.state), best=best)
+
+
 @functools.partial(jax.jit, static_argnames=("program",), donate_argnums=0)
 def run_epochs(loop: LoopState, n, x, y, x_val, y_val, order_root, *, program: EpochProgram):
     """Up to ``n`` (<= :data:`ROWS_PER_CALL`) epochs in one compiled call; stops early when early stopping fires
@@ -228,7 +238,8 @@ def run_epochs(loop: LoopState, n, x, y, x_val, y_val, order_root, *, program: E
         loop, rows = carry
         index = loop.epoch - start
         loop, row = _epoch(program, loop, x, y, x_val, y_val, order_root)
-        return loop, rows.at[index].set(row)
+        return _keep_layout(loop), rows.at[index].set(row)
 
     rows = jnp.full((ROWS_PER_CALL, len(program.columns)), jnp.nan, jnp.float32)
-    return jax.lax.while_loop(active, body, (loop, rows))
+    loop, rows = jax.lax.while_loop(active, body, (loop, rows))
+    return _keep_layout(loop), rows  # XLA picks the layout of a program's results: keep the state's

@@ -49,6 +49,10 @@ class FitConfig:
     run_info: dict[str, Any] | None = None
     augment: Any = None
     epochs_per_call: int | str = "auto"
+    devices: Any = "auto"
+    parallelism: str = "data"
+    accumulate_steps: int = 1
+    precision: str = "float32"
 
     @classmethod
     def names(cls) -> list[str]:

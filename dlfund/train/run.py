@@ -120,16 +120,21 @@ def differing_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return [] if saved == current else [prefix.rstrip(".")]
 
 
-# How an epoch runs and where the data sits are chosen per machine; they compute the same training up to float
-# rounding (loop and stream bit for bit), so a run may resume on a machine that chooses differently.
-_NOT_COMPARED = ("execution", "data_placement", "epochs_per_call")
+# How an epoch runs, where the data sits and over how many devices are chosen per machine; they compute the same
+# training up to float rounding (loop and stream bit for bit), so a run may resume on a machine that chooses
+# differently (a run saved on 8 devices resumes on 1).
+_NOT_COMPARED = ("execution", "data_placement", "epochs_per_call", "devices", "parallelism", "precision_note")
 # A resumed run may be given more epochs than it was started with (it is extended); a schedule sized for the run
 # length is then sized for the new one.
 _EXTENDABLE = ("epochs", "optimizer.total_steps")
 
 
+# Options added after runs were recorded without them: a folder that lacks one ran with its default.
+_ADDED_LATER = {"accumulate_steps": 1, "precision": "float32"}
+
+
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in _NOT_COMPARED}
+    return {k: v for k, v in {**_ADDED_LATER, **config}.items() if k not in _NOT_COMPARED}
 
 
 def _checkpoint_items(state, best_weights) -> dict[str, Any]:

@@ -71,7 +71,9 @@ def device_memory_bytes(device: jax.Device | None = None) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def choose_placement(nbytes: int, requested: str = "auto", *, budget: int | None = None) -> tuple[str, str]:
+def choose_placement(
+    nbytes: int, requested: str = "auto", *, budget: int | None = None, device: jax.Device | None = None
+) -> tuple[str, str]:
     """``("device" | "stream", reason)`` for training data of ``nbytes``.
 
     Raises:
@@ -80,7 +82,7 @@ def choose_placement(nbytes: int, requested: str = "auto", *, budget: int | None
     if requested not in PLACEMENTS:
         raise ValueError(f"Unknown data_placement {requested!r}. Known: {', '.join(PLACEMENTS)}.")
     if budget is None:
-        budget = int(DEVICE_DATA_FRACTION * device_memory_bytes())
+        budget = int(DEVICE_DATA_FRACTION * device_memory_bytes(device))
     size = f"{nbytes / 2**20:.1f} MiB"
     if requested != "auto":
         placement, reason = requested, f"data_placement={requested!r} requested ({size})"
@@ -100,6 +102,7 @@ class Prefetcher:
       order: int [steps, batch_size] example indices of each batch.
       prepare: turns a host batch ``(x, y)`` into checked arrays (raises ValueError on bad data).
       depth: batches read ahead.
+      sharding: where each batch goes (a ``jax.sharding.Sharding``: split over a mesh); None: the default device.
 
     Iterating yields ``(x, y)`` device arrays; an error in the reader thread is raised in the caller's thread.
     """
@@ -110,7 +113,9 @@ class Prefetcher:
         order: np.ndarray,
         prepare: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
         depth: int = PREFETCH,
+        sharding: Any = None,
     ):
+        self._sharding = sharding
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, args=(source, order, prepare), daemon=True)
@@ -127,7 +132,7 @@ class Prefetcher:
                 unsort = np.empty_like(sort)
                 unsort[sort] = np.arange(len(sort))
                 x, y = prepare(x[unsort], y[unsort])
-                self._put(("batch", jax.device_put((x, y))))
+                self._put(("batch", jax.device_put((x, y), self._sharding)))
             self._put(("done", None))
         except BaseException as error:  # handed to the consumer, which re-raises it
             self._put(("error", error))

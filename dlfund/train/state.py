@@ -19,6 +19,7 @@ from flax import nnx, struct
 from dlfund import losses as losses_lib
 from dlfund import optimizers as optimizers_lib
 from dlfund import regularizers as regularizers_lib
+from dlfund.train import precision as precision_lib
 
 _STALE_HYPER = (
     "the train state's hyper does not hold this objective's amounts; after state.replace(objective=new), also pass "
@@ -76,6 +77,12 @@ class TrainState:
       hyper: the objective's amounts as arrays (:meth:`Objective.hyperparameters`: penalty strengths, label
         smoothing); with the learning rate and weight decay in ``opt_state``, every traced hyperparameter is in
         the state, so another value does not compile another program, and K stacked states train K settings.
+      layout: a :class:`dlfund.train.devices.Layout` (the mesh the state and its batches are split over), or None
+        for one device; static, so every program that reads the state is compiled for it.
+      accumulate_steps: each optimizer step averages the gradients of this many micro-batches of the batch, one
+        micro-batch in memory at a time (1: the whole batch at once).
+      precision: "float32", or "bfloat16": the training step computes in bfloat16 on these float32 weights
+        (:mod:`dlfund.train.precision`).
     """
 
     params: nnx.State
@@ -89,18 +96,29 @@ class TrainState:
     call_takes_rngs: bool = struct.field(pytree_node=False, default=True)
     augment: Any = struct.field(pytree_node=False, default=None)
     hyper: dict[str, Any] = struct.field(default_factory=dict)
+    layout: Any = struct.field(pytree_node=False, default=None)
+    accumulate_steps: int = struct.field(pytree_node=False, default=1)
+    precision: str = struct.field(pytree_node=False, default="float32")
 
     def model(self, *, train: bool = False) -> nnx.Module:
-        """A module rebuilt from this state (in eval mode unless ``train``); works inside jit."""
+        """A module rebuilt from this state (in eval mode unless ``train``); works inside jit. In training with
+        ``precision="bfloat16"`` its layers compute in bfloat16 (see :mod:`dlfund.train.precision`)."""
         # copy=True: fresh Variables at the current trace level, so batch norm may update them inside grad/scan.
         module = nnx.merge(self.graphdef, self.params, self.model_state, copy=True)
         module.train() if train else module.eval()
+        if train and self.precision != "float32":
+            precision_lib.compute_in(module, jnp.bfloat16)
         return module
 
     def apply(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None):
-        """Runs the model on x [B, ...]; returns ``(outputs, new_model_state)`` (batch stats move in training)."""
+        """Runs the model on x [B, ...]; returns ``(outputs, new_model_state)`` (batch stats move in training).
+        Outputs are float32 whatever the training precision."""
         module = self.model(train=train)
+        if train:
+            x = precision_lib.to_compute(x, self.precision)
         outputs = module(x, rngs=key) if self.call_takes_rngs else module(x)
+        if train:
+            outputs = precision_lib.to_float32(outputs)
         _, _, model_state = nnx.split(module, nnx.Param, ...)
         return outputs, model_state
 
@@ -144,6 +162,9 @@ def create_train_state(
     augment: Any = None,
     key: jax.Array,
     copy_model: bool = True,
+    layout: Any = None,
+    accumulate_steps: int = 1,
+    precision: str = "float32",
     **optimizer_options: Any,
 ) -> TrainState:
     """Builds the :class:`TrainState` for ``model``.
@@ -161,6 +182,10 @@ def create_train_state(
       key: PRNG key (e.g. ``jax.random.key(0)``); it drives dropout and augmentation.
       copy_model: copy the model's arrays (and leave it in its mode); False hands them over and sets the model
         to train mode: for a model that nothing else uses (a sweep builds one per member and stacks them).
+      layout: a :class:`dlfund.train.devices.Layout` to place the state on (see
+        :func:`dlfund.train.devices.resolve_layout`); None: one device.
+      accumulate_steps: micro-batches per optimizer step (gradient accumulation); each batch's size must divide.
+      precision: "float32" or "bfloat16" (the training step's computation; weights stay float32).
     """
     opt = optimizers_lib.get(optimizer, learning_rate=learning_rate, **optimizer_options)
     objective = Objective(
@@ -175,7 +200,7 @@ def create_train_state(
         from dlfund.data.augment import compose
 
         pipeline = compose(augment) or None
-    return TrainState(
+    state = TrainState(
         params=params,
         model_state=model_state,
         opt_state=opt.init(params),
@@ -187,4 +212,8 @@ def create_train_state(
         call_takes_rngs=_takes_rngs(model),
         augment=pipeline,
         hyper=objective.hyperparameters(),
+        layout=layout,
+        accumulate_steps=int(accumulate_steps),
+        precision=precision_lib.check_precision(precision),
     )
+    return state if layout is None else layout.place_state(state)

@@ -45,31 +45,81 @@ def step_key(state: TrainState) -> jax.Array:
     return jax.random.fold_in(state.key, state.step)
 
 
+def _objective(params, state: TrainState, x: jax.Array, y: jax.Array, dropout_key: jax.Array):
+    """The mean data loss of ``(x, y)`` plus the penalty, and ``(data_loss, penalty, model_state, outputs)``."""
+    objective = state.objective
+    outputs, model_state = state.replace(params=params).apply(x, train=True, key=dropout_key)
+    losses = objective.data_losses(outputs, y, state.hyper)
+    data_loss = jnp.mean(losses)
+    penalty = objective.penalty(params, state.hyper)
+    return data_loss + penalty, (data_loss, penalty, model_state, StepOutputs(outputs, losses))
+
+
+def _accumulated_gradients(state: TrainState, x, y, dropout_key, k: int):
+    """The gradient of the whole batch as the mean of ``k`` micro-batches' gradients, one micro-batch in memory
+    at a time (a ``lax.scan``). Batch norm sees each micro-batch alone: it normalizes by the micro-batch's
+    statistics and moves its running averages once per micro-batch. Each micro-batch has its own dropout key.
+
+    Returns ``(grads, data_loss, penalty, model_state, StepOutputs [B, ...])`` like the one-batch path.
+    """
+    if x.shape[0] % k:
+        raise ValueError(
+            f"a batch of {x.shape[0]} does not split into accumulate_steps={k} equal micro-batches; use a batch "
+            f"size that {k} divides"
+        )
+    micro = x.shape[0] // k
+    xs = x.reshape(k, micro, *x.shape[1:])
+    ys = y.reshape(k, micro, *y.shape[1:])
+    keys = jax.random.split(dropout_key, k)
+    layout = state.layout
+
+    def body(carry, inputs):
+        grad_sum, model_state = carry
+        xi, yi, key = inputs
+        if layout is not None:
+            xi, yi = layout.shard_batch(xi), layout.shard_batch(yi)
+        grads, (data_loss, penalty, model_state, outputs) = jax.grad(_objective, has_aux=True)(
+            state.params, state.replace(model_state=model_state), xi, yi, key
+        )
+        grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+        return (grad_sum, model_state), (data_loss, penalty, outputs)
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (grad_sum, model_state), (data_losses, penalties, outputs) = jax.lax.scan(
+        body, (zeros, state.model_state), (xs, ys, keys)
+    )
+    grads = jax.tree.map(lambda g: g / k, grad_sum)
+    outputs = jax.tree.map(lambda a: a.reshape(k * micro, *a.shape[2:]), outputs)
+    return grads, jnp.mean(data_losses), penalties[0], model_state, outputs
+
+
 def train_step_with_outputs(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array], StepOutputs]:
     """One optimizer step; also returns per-example outputs and losses. Pure; not jitted (callers jit).
 
     Args:
       state: the training state.
-      batch: ``(x, y)``: inputs [B, ...] and targets [B] (class ids) or [B, ...] (regression).
+      batch: ``(x, y)``: inputs [B, ...] and targets [B] (class ids) or [B, ...] (regression); with
+        ``state.accumulate_steps`` k > 1 the step averages the gradients of k micro-batches of B / k.
     Returns:
       ``(new_state, measurements, outputs)``; measurements are float32 scalars: ``loss`` (mean data loss),
       ``penalty`` (regularization added to it), ``grad_norm`` (global L2 norm of the gradient, before clipping)
       and ``learning_rate`` (the rate this step used).
     """
     x, y = batch
-    objective = state.objective
+    layout = state.layout
+    if layout is not None:  # the batch is split over the devices; XLA sums the gradients across them
+        x, y = layout.shard_batch(x), layout.shard_batch(y)
     dropout_key, augment_key = jax.random.split(step_key(state))
     if state.augment is not None:
         x = state.augment(augment_key, x)
 
-    def objective_fn(params):
-        outputs, model_state = state.replace(params=params).apply(x, train=True, key=dropout_key)
-        losses = objective.data_losses(outputs, y, state.hyper)
-        data_loss = jnp.mean(losses)
-        penalty = objective.penalty(params, state.hyper)
-        return data_loss + penalty, (data_loss, penalty, model_state, StepOutputs(outputs, losses))
-
-    grads, (data_loss, penalty, model_state, outputs) = jax.grad(objective_fn, has_aux=True)(state.params)
+    k = state.accumulate_steps
+    if k == 1:
+        grads, (data_loss, penalty, model_state, outputs) = jax.grad(_objective, has_aux=True)(
+            state.params, state, x, y, dropout_key
+        )
+    else:
+        grads, data_loss, penalty, model_state, outputs = _accumulated_gradients(state, x, y, dropout_key, k)
     tx = state.optimizer.tx
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
@@ -78,6 +128,8 @@ def train_step_with_outputs(state: TrainState, batch: Batch) -> tuple[TrainState
         opt_state=opt_state,
         step=state.step + 1,
     )
+    if layout is not None:
+        new_state = layout.constrain_state(new_state)
     measurements = {
         "loss": data_loss,
         "penalty": penalty,
@@ -115,6 +167,8 @@ def eval_step(state: TrainState, batch: Batch) -> StepOutputs:
       ``StepOutputs(outputs [B, ...], losses [B])``.
     """
     x, y = batch
+    if state.layout is not None:
+        x, y = state.layout.shard_batch(x), state.layout.shard_batch(y)
     outputs, _ = state.apply(x, train=False)
     return StepOutputs(outputs, state.data_losses(outputs, y))
 

@@ -140,6 +140,11 @@ def sweep(
     for name, why in _NOT_FOR_SWEEPS.items():
         if fit_options.get(name):
             raise ValueError(f"dlfund.sweep does not take {name}: {why}")
+    if fit_options.get("parallelism", "data") != "data":
+        raise ValueError(
+            f"dlfund.sweep does not take parallelism={fit_options['parallelism']!r}: a sweep spreads its members "
+            "over the devices (devices=...), each member's batch stays whole on its device"
+        )
     table = members_lib.member_table(members, fit_options)
     base = FitConfig.of(**fit_options)
     if base.execution not in ("auto", "scan"):
@@ -152,7 +157,7 @@ def sweep(
             "learning_rate and weight_decay members need the optimizer given by name (e.g. optimizer='adam'): an "
             "Optimizer object or an Optax transformation carries its own rate"
         )
-    base = base.replace(execution="scan", callbacks=())
+    base = base.replace(execution="scan", callbacks=(), devices=1)  # the member axis is what goes on the devices
     configs = []
     models = []
     for member in table:
@@ -212,7 +217,8 @@ def sweep(
         split, replicated = NamedSharding(mesh, PartitionSpec("members")), NamedSharding(mesh, PartitionSpec())
         loops, roots = jax.device_put((loops, roots), split)
         x, y, x_val, y_val = jax.device_put((x, y, x_val, y_val), replicated)
-    config = {**plan.config, "members": table, "member_devices": len(chosen)}
+    shared = {k: v for k, v in plan.config.items() if k not in ("devices", "parallelism")}  # fit's layout: unused
+    config = {**shared, "members": table, "member_devices": len(chosen)}
     for key in table[0]:  # member 0's values of the swept keys are not shared: the members have their own
         if key in ("learning_rate", "weight_decay"):
             config["optimizer"] = {**config["optimizer"], key: "per member"}
