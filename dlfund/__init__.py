@@ -12,6 +12,7 @@ Five lines from data to a trained model::
 
 from dlfund import activations, checkpoint, data, losses, metrics, models, optimizers, regularizers, weights
 from dlfund._version import __version__
+from dlfund.env import env_report
 from dlfund.history import History
 from dlfund.train import (
     Callback,
@@ -37,6 +38,7 @@ from dlfund.train import (
     train_step,
 )
 from dlfund.train.checks import DataWarning
+from dlfund.train.compiles import RecompileWarning
 from dlfund.train.run import load_model
 from dlfund.train.saved_run import Run, load_run
 from dlfund.weights import load_weights, save_weights
@@ -52,6 +54,7 @@ __all__ = [
     "LambdaCallback",
     "LivePlot",
     "NonFiniteLossWarning",
+    "RecompileWarning",
     "Run",
     "SweepResult",
     "TrainState",
@@ -62,6 +65,7 @@ __all__ = [
     "create_train_state",
     "data",
     "ensemble_predict",
+    "env_report",
     "eval_step",
     "evaluate",
     "fit",

@@ -38,6 +38,7 @@ COMMANDS = {
     "predict": "predict classes of raw inputs (a .npy file or a folder of images) with a run's model",
     "sweep": "train one model per combination of learning rates, seeds, weight decays, ... as one program",
     "experiment": "run an experiment that tests a claim of the field (see dlfund.experiments.EXPERIMENTS)",
+    "env": "print the devices, processes and versions, and set-up problems found (TPU runtime, GPU memory, ...)",
 }
 #: The exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -512,6 +513,13 @@ def main(argv: list[str] | None = None) -> int:
         elif command == "experiment":
             report = experiment(tyro.cli(ExperimentArgs, args=rest, prog=prog))
             return 0 if report.passed or report.quick else 1
+        elif command == "env":
+            if rest:
+                print(f"{prog}: takes no options, got {' '.join(rest)}", file=sys.stderr)
+                return 2
+            from dlfund.env import env_report
+
+            env_report()
     except TrainingInterrupted as interrupt:
         print(f"\n{prog}: {interrupt.message(f'`dlfund resume {interrupt.run_dir}`')}", file=sys.stderr)
         return EXIT_INTERRUPTED

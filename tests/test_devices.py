@@ -42,6 +42,9 @@ PRELUDE = textwrap.dedent(
 
 DATA_PARALLEL = PRELUDE + textwrap.dedent(
     """
+    import warnings
+    from dlfund.train.compiles import RecompileWarning
+    warnings.simplefilter("error", RecompileWarning)  # every run below compiles its programs once
     seen = []
 
     class Recording(nnx.Module):
@@ -115,6 +118,18 @@ DATA_PARALLEL = PRELUDE + textwrap.dedent(
     meshed = dlfund.fit(Recording(nnx.Rngs(0)), TRAIN, devices=jax.make_mesh((2, 4), ("a", "b")), **OPTIONS)
     assert meshed.config["devices"] == 8
     close(meshed, one, "2x4 mesh")
+
+    # Without the layout kept from call to call, the epoch program compiles again; the warning says why.
+    from dlfund.train import devices as devices_lib
+    devices_lib.keep = lambda layout, tree: tree
+    devices_lib.place = lambda layout, tree: tree
+    warnings.simplefilter("always", RecompileWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        # A model of another width: programs traced anew, with the patched functions.
+        dlfund.fit(dlfund.models.MLP(12, (24,), 4, rngs=nnx.Rngs(1)), TRAIN, epochs_per_call=1, **OPTIONS)
+    messages = [str(w.message) for w in caught if w.category is RecompileWarning]
+    assert len(messages) == 1 and "compiled again in call 2" in messages[0], messages
+    assert ".epoch: layout SingleDeviceSharding(1 device) -> NamedSharding(P(), 8 devices)" in messages[0]
     print("OK")
     """
 )

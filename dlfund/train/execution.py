@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dlfund.train import devices as devices_lib
 from dlfund.train.state import TrainState
 from dlfund.train.step import finite, train_step_with_outputs, update_metrics
 
@@ -88,7 +89,8 @@ def guarded_step(metrics: tuple[Any, ...], carry: Carry, batch: tuple[jax.Array,
 
 
 def _initial_carry(state: TrainState, metrics: tuple[Any, ...]) -> Carry:
-    return state, tuple(m.init() for m in metrics), jnp.zeros([], bool)
+    # On a mesh, placed where the compiled steps return it, so that every call gets the same input layout.
+    return devices_lib.place(state.layout, (state, tuple(m.init() for m in metrics), jnp.zeros([], bool)))
 
 
 def epoch_order(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
@@ -131,8 +133,7 @@ def _scan_epoch_impl(state, x, y, order_key, *, batch_size: int, metrics: tuple[
         # A NaN gradient poisons the parameters, so it shows in a later loss or, at the last step, in the state.
         ok = jnp.all(jnp.isfinite(measurements["loss"])) & _all_finite((state.params, state.opt_state))
         halted = jnp.logical_not(ok)
-    if state.layout is not None:  # XLA picks the layout of a loop's results: keep the state's
-        state = state.layout.constrain_state(state)
+    state = devices_lib.keep(state.layout, state)  # XLA picks the layout of a loop's results: keep the state's
     return EpochResult(state, tuple(m.compute(s) for m, s in zip(metrics, metric_states)), measurements, halted)
 
 
@@ -178,14 +179,15 @@ def _steps(carry, x, y, order, start, *, metrics: tuple[Any, ...], steps: int, g
         idx = jax.lax.dynamic_index_in_dim(order, start + k, keepdims=False)
         carry, m = step(metrics, carry, (x[idx], y[idx]))
         measured.append(m)
-    return carry, {name: jnp.stack([m[name] for m in measured]) for name in measured[0]}
+    measurements = {name: jnp.stack([m[name] for m in measured]) for name in measured[0]}
+    return devices_lib.keep(carry[0].layout, (carry, measurements))
 
 
 @functools.partial(jax.jit, static_argnames=("metrics", "guarded"), donate_argnums=0)
 def _batch_step(carry, x, y, *, metrics: tuple[Any, ...], guarded: bool):
     """One train step on a batch given as arrays (the stream strategy's)."""
     carry, m = (guarded_step if guarded else plain_step)(metrics, carry, (x, y))
-    return carry, {name: value[None] for name, value in m.items()}
+    return devices_lib.keep(carry[0].layout, (carry, {name: value[None] for name, value in m.items()}))
 
 
 @functools.partial(jax.jit, static_argnames=("metrics",))
@@ -218,6 +220,8 @@ def _per_step_epoch(state, run_batches, metrics) -> EpochResult:
 def _device_epoch(state, data, order_key, *, batch_size: int, metrics: tuple[Any, ...], chunk: int) -> EpochResult:
     x, y = data
     order = _order(order_key, x.shape[0], batch_size)
+    if state.layout is not None:
+        order = jax.device_put(order, state.layout.replicated)
     steps = order.shape[0]
 
     def run_batches(carry, guarded):

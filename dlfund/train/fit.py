@@ -25,6 +25,7 @@ from dlfund.train import devices as devices_lib
 from dlfund.train import loop as loop_lib
 from dlfund.train import precision as precision_lib
 from dlfund.train.callbacks import Callback
+from dlfund.train.compiles import CompileWatch
 from dlfund.train.devices import Layout
 from dlfund.train.early_stopping import EarlyStopping
 from dlfund.train.evaluation import (
@@ -621,6 +622,7 @@ def _train(
     epoch_seconds: list[float] = []
     bar = tqdm(desc="fit", unit="epoch", disable=not progress, leave=True, initial=done, total=epochs)
     guard = InterruptGuard()
+    watch = CompileWatch("fit")
     with guard.installed():
         try:
             if program.report:
@@ -632,15 +634,16 @@ def _train(
             while done < epochs and stop_reason is None:
                 size = _call_size(epochs_per_call, done, epochs, recorder, callbacks, strategy, epoch_time)
                 start = time.perf_counter()
-                if strategy == "scan":
-                    x, y = train
-                    x_val, y_val = val if val is not None else (x[:1], y[:1])
-                    loop, rows = loop_lib.run_epochs(
-                        loop, np.int32(size), x, y, x_val, y_val, order_root, program=program
-                    )
-                    halted_result = None
-                else:
-                    loop, rows, halted_result = _host_epoch(program, loop, train, val, order_root, strategy)
+                with watch.call(loop, done + 1):
+                    if strategy == "scan":
+                        x, y = train
+                        x_val, y_val = val if val is not None else (x[:1], y[:1])
+                        loop, rows = loop_lib.run_epochs(
+                            loop, np.int32(size), x, y, x_val, y_val, order_root, program=program
+                        )
+                        halted_result = None
+                    else:
+                        loop, rows, halted_result = _host_epoch(program, loop, train, val, order_root, strategy)
                 rows, ran, halted = jax.device_get((rows, loop.epoch, loop.halted))
                 ran = int(ran) - done
                 seconds = time.perf_counter() - start

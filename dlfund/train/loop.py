@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from dlfund.train import devices as devices_lib
 from dlfund.train.early_stopping import EarlyStopping, EarlyStoppingState
 from dlfund.train.evaluation import evaluate_arrays
 from dlfund.train.execution import _scan_epoch_impl
@@ -119,7 +120,7 @@ def init_loop(
         best = jax.tree.map(jnp.copy, (state.params, state.model_state))
     if stopping is not None and not stopping.restore_best:
         best = None
-    return LoopState(
+    loop = LoopState(
         state=state,
         stopper=stopper,
         best=best,
@@ -128,6 +129,8 @@ def init_loop(
         halted=jnp.asarray(False),
         limits=limits,
     )
+    # On a mesh, every leaf where the compiled calls return it: each call then gets the same input layout.
+    return devices_lib.place(state.layout, loop)
 
 
 def best_weights(loop: LoopState) -> tuple[Any, Any] | None:
@@ -148,6 +151,10 @@ def _where(keep: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(pick, new, old)
 
 
+def _end_of_epoch_kept(program: EpochProgram, loop: LoopState, row: jax.Array) -> LoopState:
+    return _keep_layout(end_of_epoch(program, loop, row))
+
+
 def end_of_epoch(program: EpochProgram, loop: LoopState, row: jax.Array) -> LoopState:
     """The loop state after an epoch; ``loop.state`` is already that epoch's state, ``row`` [columns] its metrics.
 
@@ -166,7 +173,7 @@ def end_of_epoch(program: EpochProgram, loop: LoopState, row: jax.Array) -> Loop
 
 
 #: end_of_epoch as its own program, for the strategies that run an epoch from Python (loop, chunk, stream).
-end_of_epoch_jit = jax.jit(end_of_epoch, static_argnums=0)
+end_of_epoch_jit = jax.jit(_end_of_epoch_kept, static_argnums=0)
 
 
 _reporter = None
@@ -204,13 +211,9 @@ def _epoch(program: EpochProgram, loop: LoopState, x, y, x_val, y_val, order_roo
 
 
 def _keep_layout(loop: LoopState) -> LoopState:
-    """The loop state with its weights kept on the state's layout (several devices; see
-    :meth:`dlfund.train.devices.Layout.constrain`)."""
-    layout = loop.state.layout
-    if layout is None:
-        return loop
-    best = None if loop.best is None else layout.constrain(loop.best)
-    return loop._replace(state=layout.constrain_state(loop.state), best=best)
+    """The loop state kept on its training state's layout (several devices; see
+    :meth:`dlfund.train.devices.Layout.constrain`), so that the next call gets what this one got."""
+    return devices_lib.keep(loop.state.layout, loop)
 
 
 @functools.partial(jax.jit, static_argnames=("program",), donate_argnums=0)
@@ -242,4 +245,4 @@ def run_epochs(loop: LoopState, n, x, y, x_val, y_val, order_root, *, program: E
 
     rows = jnp.full((ROWS_PER_CALL, len(program.columns)), jnp.nan, jnp.float32)
     loop, rows = jax.lax.while_loop(active, body, (loop, rows))
-    return _keep_layout(loop), rows  # XLA picks the layout of a program's results: keep the state's
+    return _keep_layout(loop), devices_lib.keep(loop.state.layout, rows)

@@ -32,6 +32,7 @@ from dlfund.models.blocks import set_dropout
 from dlfund.train import checks
 from dlfund.train import loop as loop_lib
 from dlfund.train import members as members_lib
+from dlfund.train.compiles import CompileWatch
 from dlfund.train.fit import (
     NonFiniteLossWarning,
     _best_epoch,
@@ -275,6 +276,7 @@ def _train_members(
         desc=f"sweep ({size} members)", unit="epoch", disable=not options.progress, total=epochs, initial=initial
     )
     guard = InterruptGuard()
+    watch = CompileWatch("sweep")
     try:
         with guard.installed():
             while True:
@@ -286,7 +288,8 @@ def _train_members(
                 start_epoch = int(done[active].max())
                 call = _call_size(options.epochs_per_call, start_epoch, epochs, recorder, (), "scan", epoch_time)
                 start = time.perf_counter()
-                loops, rows = _run_members(loops, np.int32(call), *arrays, roots, program=program)
+                with watch.call(loops, start_epoch + 1):
+                    loops, rows = _run_members(loops, np.int32(call), *arrays, roots, program=program)
                 rows, ran, halted = jax.device_get((rows, loops.epoch, loops.halted))
                 seconds = time.perf_counter() - start
                 ran = np.asarray(ran) - done
