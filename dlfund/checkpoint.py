@@ -196,7 +196,9 @@ class CheckpointStore:
             raise CheckpointWriteError(f"could not finish writing checkpoints in {self.directory}: {error}") from error
         for step in self._unverified:
             step_dir = self.directory / str(step)
-            if step_dir.exists():  # a checkpoint the retention policy already removed needs no record
+            # Process 0 records it (in a multi-process run Orbax has finished every process's part by now); a
+            # checkpoint the retention policy already removed needs no record.
+            if step_dir.exists() and jax.process_index() == 0:
                 write_integrity(step_dir)
         self._unverified = []
 

@@ -160,7 +160,11 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
 
     if config.val_fraction == 0 and config.patience > 0:
         raise ValueError("--val-fraction 0 leaves no validation split for early stopping; add --patience 0")
-    print(f"run folder: {run_dir}", flush=True)
+    import jax
+
+    main = jax.process_index() == 0  # a multi-process run: process 0 prints and writes
+    if main:
+        print(f"run folder: {run_dir}", flush=True)
     ds, model = _load_data_and_model(config, data_dir)
     options = config.fit_config(
         ds,
@@ -182,8 +186,9 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
         # A one-series forecasting task (e.g. sines): report the naive baseline next to the model.
         with contextlib.suppress(ValueError):
             metrics["test"]["persistence_mse"] = dlfund.data.persistence_mse(ds)
-    io_lib.write_json(run_dir / METRICS_FILE, metrics)
-    print(_summary(run_dir, test, result), flush=True)
+    if main:
+        io_lib.write_json(run_dir / METRICS_FILE, metrics)
+        print(_summary(run_dir, test, result), flush=True)
     return metrics
 
 
@@ -197,7 +202,21 @@ def _dataset_info(ds) -> dict[str, Any]:
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """The main job: trains ``config``'s model on its dataset, writes the run folder, returns the test metrics."""
+    """The main job: trains ``config``'s model on its dataset, writes the run folder, returns the test metrics.
+
+    With ``--coordinator-address``, ``--num-processes`` and ``--process-id`` the process first joins a
+    multi-process run (:func:`dlfund.distributed.initialize`); every process then trains the same run, split over
+    all their devices, and process 0 writes the run folder."""
+    multi = (config.coordinator_address, config.num_processes, config.process_id)
+    if any(value is not None for value in multi):
+        from dlfund import distributed
+
+        if (config.num_processes or 1) > 1 and not config.run_dir:
+            raise ValueError(
+                "a multi-process run needs --run-dir (the same folder for every process, on a file system they all "
+                "see): the default folder name holds the start time, which differs between processes"
+            )
+        distributed.initialize(*multi)
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
     return _fit(config, run_dir, resume=False, progress=config.progress)
 

@@ -62,6 +62,12 @@ class TrainConfig:
     accumulate_steps: int = _field(
         1, "gradient accumulation: micro-batches of batch_size / k per optimizer step (memory holds one)"
     )
+    precision: str = _field("float32", "float32, or bfloat16 (compute in bf16, float32 weights; for GPUs and TPUs)")
+    coordinator_address: str | None = _field(
+        None, "multi-process run: HOST:PORT of process 0 (with --num-processes and --process-id; needs --run-dir)"
+    )
+    num_processes: int | None = _field(None, "multi-process run: how many processes take part")
+    process_id: int | None = _field(None, "multi-process run: this process's index, 0 .. num_processes - 1")
     data_dir: str | None = _field(None, "where datasets are prepared; None: $DLFUND_DATA_DIR or ~/tensorflow_datasets")
     download: bool = _field(
         False,
@@ -126,6 +132,7 @@ class TrainConfig:
             devices=self.device_count(),
             parallelism=self.parallelism,
             accumulate_steps=self.accumulate_steps,
+            precision=self.precision,
             progress=self.progress,
             checkpoint_every=self.checkpoint_every,
             keep_checkpoints=self.keep_checkpoints,

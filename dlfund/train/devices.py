@@ -94,9 +94,35 @@ class Layout:
             return self.replicated
         return NamedSharding(self.mesh, self.spec(np.shape(leaf), leaf.dtype))
 
+    def put(self, value: Any, sharding: NamedSharding | None = None) -> jax.Array:
+        """``value`` (a host or device array, or a PRNG key) on the mesh as ``sharding`` (default: by
+        :meth:`sharding`). In a multi-process run each process supplies the shards of its own devices from its copy
+        of ``value`` (every process holds the same value: the same data, the same initialization)."""
+        sharding = sharding or self.sharding(value)
+        if isinstance(value, jax.core.Tracer):  # inside a program: a constraint
+            return jax.lax.with_sharding_constraint(value, sharding)
+        if sharding.is_fully_addressable:
+            return jax.device_put(value, sharding)
+        if isinstance(value, jax.Array) and not value.is_fully_addressable:  # already global: reshard if needed
+            return value if value.sharding == sharding else jax.jit(lambda a: a, out_shardings=sharding)(value)
+        if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+            data = self.put(jax.random.key_data(value), NamedSharding(self.mesh, PartitionSpec()))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(value))
+        host = np.asarray(value)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
     def place(self, tree: Any) -> Any:
         """Every array of ``tree`` on the mesh by :meth:`sharding` (a training state, a loop state, a carry)."""
-        return jax.tree.map(lambda a: jax.device_put(a, self.sharding(a)), tree)
+        return jax.tree.map(self.put, tree)
+
+    def to_host(self, tree: Any) -> Any:
+        """``tree`` with every array readable by this process (NumPy): arrays split over other processes' devices
+        are gathered first. In a multi-process run every process must call it (the gather is collective)."""
+        if all(getattr(a, "is_fully_addressable", True) for a in jax.tree.leaves(tree)):
+            return jax.device_get(tree)
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
 
     def place_state(self, state: Any) -> Any:
         """The training state on the mesh (weights and optimizer state by :meth:`spec`, the rest replicated)."""
@@ -163,7 +189,8 @@ def resolve_layout(devices: Any = "auto", parallelism: str = "data") -> Layout |
     """
     if parallelism not in PARALLELISMS:
         raise ValueError(f"Unknown parallelism {parallelism!r}. Known: {', '.join(PARALLELISMS)}.")
-    local = jax.local_devices()
+    # In a multi-process run (dlfund.distributed.initialize) the mesh spans every process's devices.
+    local = jax.devices() if jax.process_count() > 1 else jax.local_devices()
     if isinstance(devices, Mesh):
         # The same devices and axes with automatic (propagated) sharding, which the layout's constraints use;
         # jax.make_mesh makes Explicit axes by default.
@@ -176,6 +203,11 @@ def resolve_layout(devices: Any = "auto", parallelism: str = "data") -> Layout |
                 raise ValueError(
                     f"devices={devices}, but this process sees {_visible(local)}; use devices between 1 and "
                     f"{len(local)}, or 'auto'"
+                )
+            if jax.process_count() > 1 and devices != len(local):
+                raise ValueError(
+                    f"devices={devices} in a run of {jax.process_count()} processes: a multi-process fit trains on "
+                    f"every process's devices ({len(local)}); use devices='auto' or a Mesh"
                 )
             chosen = local[: int(devices)]
         elif isinstance(devices, (list, tuple)) and devices and all(isinstance(d, jax.Device) for d in devices):

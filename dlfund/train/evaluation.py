@@ -93,7 +93,10 @@ def _predict_arrays(state: TrainState, x: jax.Array, *, batch_size: int) -> jax.
         return None, outputs
 
     _, outputs = jax.lax.scan(body, None, jnp.arange(math.ceil(n / batch_size)))
-    return outputs.reshape(-1, *outputs.shape[2:])[:n]
+    outputs = outputs.reshape(-1, *outputs.shape[2:])[:n]
+    if state.layout is not None and jax.process_count() > 1:  # every process reads all of them
+        outputs = jax.lax.with_sharding_constraint(outputs, state.layout.replicated)
+    return outputs
 
 
 def eval_state(model: nnx.Module, loss: Any = None) -> TrainState:

@@ -147,7 +147,9 @@ class _Split:
         if placement == "device":
             x, y = self.arrays if self.arrays is not None else checks.as_split(self.name, self.reader.read(None))
             y = checks.check_targets(self.name, y, loss, num_classes)
-            return jax.device_put((x, y), None if layout is None else layout.replicated)
+            if layout is None:
+                return jax.device_put((x, y))
+            return layout.put(x, layout.replicated), layout.put(y, layout.replicated)
         if self.arrays is not None:
             x, y = self.arrays
             source = sources.ArraySource(x, checks.check_targets(self.name, y, loss, num_classes))
@@ -601,6 +603,10 @@ def _train(
     """The host side of training: calls of one or more compiled epochs, then reporting (History, progress bar,
     run folder, callbacks). Every decision between epochs is made inside the program (:mod:`dlfund.train.loop`)."""
     history, stopper_state, best, done, stop_reason = History(), None, None, 0, None
+    # A multi-process run has one progress bar, process 0's, moved once per call: every process must compile the
+    # same program, so none of them reports epoch by epoch from inside it.
+    single_process = jax.process_count() == 1
+    progress = progress and jax.process_index() == 0
     try:
         if recorder is not None:
             state, done, history, stopper_state, best = recorder.start(state, early_stopping)
@@ -612,7 +618,7 @@ def _train(
         validation=val is not None,
         val_batch_size=_val_batch_size(val, state.layout),
         early_stopping=early_stopping,
-        report=progress and strategy == "scan",
+        report=progress and strategy == "scan" and single_process,
     )
     loop = loop_lib.init_loop(
         state, program, epoch=done, stopper=stopper_state, best=best, early_stopping=early_stopping
@@ -776,6 +782,9 @@ def _call_size(
     """
     if strategy != "scan" or callbacks:
         return 1
+    if epochs_per_call == "auto" and jax.process_count() > 1:
+        # Every process must run the same calls, and measured times differ between processes: the longest call.
+        epoch_time = CALL_SECONDS / loop_lib.ROWS_PER_CALL
     if epochs_per_call == "auto":
         size = 1 if epoch_time is None else int(CALL_SECONDS / max(epoch_time, 1e-6))
     else:

@@ -189,6 +189,9 @@ class RunRecorder:
         self._recorded_version: str | None = None
         self._writer = None
         self._history = History()
+        # In a multi-process run every process takes part in the checkpoints (Orbax saves collectively, each
+        # process its own shards) and only process 0 writes the rest of the folder.
+        self.main = jax.process_index() == 0
 
     # --- starting ---------------------------------------------------------------------------------------------
 
@@ -220,6 +223,7 @@ class RunRecorder:
         checkpoint holds.
         """
         self._check_folder()
+        _sync_processes("dlfund: run folder checked")  # before process 0 writes into it
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.store = CheckpointStore(
@@ -269,7 +273,7 @@ class RunRecorder:
                         f"{self.config['epochs']} epochs: early stopping would stop it again at once. Start a new "
                         "run with the settings you want"
                     )
-        self._write(self._open_outputs, epochs_done)
+        self._write_main(self._open_outputs, epochs_done)
         return state, epochs_done, self._history, stopper_state, best_weights
 
     def _open_outputs(self, epochs_done: int) -> None:
@@ -292,7 +296,7 @@ class RunRecorder:
     def epoch_end(self, epoch: int, row: dict[str, Any], state, stopper_state, best_weights, last: bool) -> bool:
         """Records one finished epoch (``row`` is already in the history ``start`` returned); checkpoints it every
         ``checkpoint_every`` epochs and at the end. Returns whether it saved a checkpoint."""
-        self._write(self._log_row, row)
+        self._write_main(self._log_row, row)
         if last or epoch % self.checkpoint_every == 0:
             self.checkpoint(epoch, state, stopper_state, best_weights)
             return True
@@ -331,12 +335,16 @@ class RunRecorder:
         checkpoints. ``result.json`` is written last: a folder that has it holds a finished run."""
         from dlfund.weights import save_weights
 
+        host_model = _readable(model)  # collective in a multi-process run: every process calls finish
+
         def final():
-            history.to_csv(self.run_dir / HISTORY_CSV)
-            history.save_plots(self.run_dir)
-            save_weights(self.run_dir / WEIGHTS_FILE, model)
+            if self.main:
+                history.to_csv(self.run_dir / HISTORY_CSV)
+                history.save_plots(self.run_dir)
+                save_weights(self.run_dir / WEIGHTS_FILE, host_model)
             self.store.wait()
-            io_lib.write_json(self.run_dir / RESULT_FILE, outcome)
+            if self.main:
+                io_lib.write_json(self.run_dir / RESULT_FILE, outcome)
 
         try:
             self._write(final)
@@ -364,6 +372,31 @@ class RunRecorder:
             return fn(*args)
         except OSError as error:
             raise RunDirectoryError(f"could not write to the run folder {self.run_dir}: {error}") from error
+
+    def _write_main(self, fn, *args) -> Any:
+        """:meth:`_write` in process 0 only (the other processes of a multi-process run write no files)."""
+        return self._write(fn, *args) if self.main else None
+
+
+def _sync_processes(name: str) -> None:
+    """A barrier across the processes of a multi-process run (nothing with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _readable(model):
+    """``model``, or in a multi-process run a copy whose arrays this process can read (gathered from the other
+    processes' devices: collective, so every process calls it)."""
+    from flax import nnx
+
+    graphdef, state = nnx.split(model)
+    if all(getattr(a, "is_fully_addressable", True) for a in jax.tree.leaves(state)):
+        return model
+    from jax.experimental import multihost_utils
+
+    return nnx.merge(graphdef, multihost_utils.process_allgather(state, tiled=True))
 
 
 def read_outcome(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -94,6 +94,26 @@ def choose_placement(
     return placement, reason
 
 
+def local_rows(sharding: Any, batch_size: int) -> slice:
+    """The rows of a batch [batch_size, ...] that this process's devices hold under ``sharding`` (all of them
+    in a one-process run): in a multi-process run each process reads only these."""
+    if sharding is None or sharding.is_fully_addressable:
+        return slice(None)
+    starts = sorted({index[0].start or 0 for index in sharding.addressable_devices_indices_map((batch_size,)).values()})
+    stops = sorted(
+        {index[0].stop or batch_size for index in sharding.addressable_devices_indices_map((batch_size,)).values()}
+    )
+    return slice(starts[0], stops[-1])
+
+
+def _to_devices(batch: tuple[np.ndarray, np.ndarray], sharding: Any, batch_size: int):
+    if sharding is None or sharding.is_fully_addressable:
+        return jax.device_put(batch, sharding)
+    return tuple(
+        jax.make_array_from_process_local_data(sharding, part, (batch_size, *part.shape[1:])) for part in batch
+    )
+
+
 class Prefetcher:
     """Reads batches in a background thread, in ``order``, and puts them on the device ahead of use.
 
@@ -123,16 +143,19 @@ class Prefetcher:
 
     def _work(self, source, order, prepare) -> None:
         try:
+            rows = local_rows(self._sharding, order.shape[1]) if len(order) else slice(None)
             for indices in order:
                 if self._stop.is_set():
                     return
+                batch_size = len(indices)
+                indices = indices[rows]  # a multi-process run: only the rows of this process's devices
                 # Sorted reads are sequential on disk; the batch is then put back in the epoch's order.
                 sort = np.argsort(indices, kind="stable")
                 x, y = source.read(indices[sort])
                 unsort = np.empty_like(sort)
                 unsort[sort] = np.arange(len(sort))
                 x, y = prepare(x[unsort], y[unsort])
-                self._put(("batch", jax.device_put((x, y), self._sharding)))
+                self._put(("batch", _to_devices((x, y), self._sharding, batch_size)))
             self._put(("done", None))
         except BaseException as error:  # handed to the consumer, which re-raises it
             self._put(("error", error))

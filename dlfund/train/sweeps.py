@@ -138,6 +138,11 @@ def sweep(
             f"{type(model_fn).__name__}"
         )
     check_names(fit_options)
+    if jax.process_count() > 1:
+        raise ValueError(
+            f"dlfund.sweep runs in one process; this is process {jax.process_index()} of {jax.process_count()}. "
+            "Spread a sweep over one machine's devices (devices=...), or give each process its own members"
+        )
     for name, why in _NOT_FOR_SWEEPS.items():
         if fit_options.get(name):
             raise ValueError(f"dlfund.sweep does not take {name}: {why}")

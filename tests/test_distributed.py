@@ -1,0 +1,172 @@
+"""Multi-process runs: dlfund.distributed.initialize, and two processes over localhost train the one-process run."""
+
+import json
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from flax import nnx
+from multiprocess import free_port, run_processes
+
+import dlfund
+from dlfund import cli, distributed
+
+PROBLEM = textwrap.dedent(
+    """
+    import numpy as np
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=2.0, size=(4, 12))
+    labels = rng.integers(0, 4, size=400).astype(np.int32)
+    inputs = (centers[labels] + rng.normal(size=(400, 12))).astype(np.float32)
+    TRAIN, VAL = (inputs[:320], labels[:320]), (inputs[320:], labels[320:])
+    OPTIONS = dict(epochs=3, batch_size=32, learning_rate=3e-3, validation_data=VAL, progress=False)
+    """
+)
+
+# Each process: join the run, fit with the options given as JSON, print its history and what it can read.
+WORKER = (
+    textwrap.dedent(
+        """
+    import json, sys
+    from dlfund import distributed
+    distributed.initialize(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60)
+    import jax
+    from flax import nnx
+    import dlfund
+    from dlfund.train import devices as devices_lib
+    devices_lib.FSDP_MIN_BYTES = 2**14  # so that the wide test model has kernels to split
+    """
+    )
+    + PROBLEM
+    + textwrap.dedent(
+        """
+    extra = json.loads(sys.argv[3])
+    width = extra.pop("width", 32)
+    result = dlfund.fit(dlfund.models.MLP(12, (width,), 4, rngs=nnx.Rngs(0)), TRAIN, **{**OPTIONS, **extra})
+    kernel = result.state.params["dense"][0]["kernel"][...]
+    print(json.dumps({
+        "process": jax.process_index(), "devices": result.config["devices"],
+        "history": {c: [float(v) for v in result.history[c]] for c in result.history.columns},
+        "local_kernel_shape": list(kernel.addressable_shards[0].data.shape),
+        "accuracy": dlfund.evaluate(result.model, VAL)["accuracy"],
+        "predict_shape": list(dlfund.predict(result.model, VAL[0][:5]).shape),
+    }))
+    """
+    )
+)
+
+namespace: dict = {}
+exec(PROBLEM, namespace)
+TRAIN, VAL, OPTIONS = namespace["TRAIN"], namespace["VAL"], namespace["OPTIONS"]
+
+
+def two_processes(extra: dict) -> list[dict]:
+    outputs = run_processes(lambda i, address: ["-c", WORKER, address, str(i), json.dumps(extra)])
+    return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+
+
+def one_process(width=32, **extra):
+    return dlfund.fit(dlfund.models.MLP(12, (width,), 4, rngs=nnx.Rngs(0)), TRAIN, **{**OPTIONS, **extra})
+
+
+def assert_same_history(report: dict, result) -> None:
+    for column in result.history.columns:
+        np.testing.assert_allclose(report["history"][column], result.history[column], rtol=2e-5, err_msg=column)
+
+
+@pytest.mark.parametrize("extra", [{}, {"execution": "loop"}, {"data_placement": "stream"}])
+def test_two_processes_train_the_one_process_run(extra):
+    reports = two_processes(extra)
+    alone = one_process(**extra)
+    assert [r["process"] for r in reports] == [0, 1]
+    for report in reports:
+        assert report["devices"] == 2
+        assert_same_history(report, alone)
+        assert report["accuracy"] == pytest.approx(dlfund.evaluate(alone.model, VAL)["accuracy"])
+        assert report["predict_shape"] == [5, 4]
+
+
+def test_fsdp_over_two_processes_splits_the_kernels_between_them():
+    reports = two_processes({"parallelism": "fsdp", "width": 1024})
+    alone = one_process(width=1024)
+    for report in reports:
+        assert report["local_kernel_shape"] == [12, 512]  # each process's device holds half of the 12x1024 kernel
+        assert_same_history(report, alone)
+
+
+def test_a_two_process_run_folder_is_written_once_and_resumes(tmp_path):
+    folder = tmp_path / "run"
+    two_processes({"run_dir": str(folder), "epochs": 2})
+    assert (folder / "result.json").is_file() and (folder / "weights.safetensors").is_file()
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
+    assert (folder / "checkpoints" / "2" / "dlfund_integrity.json").is_file()
+    assert len((folder / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert len(list((folder / "tensorboard").rglob("events.out.tfevents*"))) == 1  # one writer: process 0
+    reports = two_processes({"run_dir": str(folder), "resume": True})
+    uninterrupted = one_process()
+    for report in reports:
+        assert_same_history(report, uninterrupted)
+    np.testing.assert_allclose(
+        dlfund.predict(dlfund.load_model(folder), VAL[0]),
+        dlfund.predict(uninterrupted.model, VAL[0]),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_two_process_dlfund_train_gives_the_one_process_metrics(tmp_path):
+    common = ["--epochs", "3", "--no-progress", "--dataset", "digits"]
+    folder = tmp_path / "two"
+    run_processes(
+        lambda i, address: [
+            "-m",
+            "dlfund",
+            "train",
+            *common,
+            "--run-dir",
+            str(folder),
+            "--coordinator-address",
+            address,
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(i),
+        ]
+    )
+    assert cli.main(["train", *common, "--run-dir", str(tmp_path / "one"), "--devices", "1"]) == 0
+    two = json.loads((folder / "metrics.json").read_text())["test"]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())["test"]
+    for name in ("loss", "accuracy", "f1_macro"):
+        assert two[name] == pytest.approx(one[name], rel=1e-4), name
+    recorded = json.loads((folder / "config.json").read_text())
+    assert recorded["fit"]["devices"] == 2
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (dict(coordinator_address="localhost:1234"), "got coordinator_address but not num_processes, process_id"),
+        (dict(num_processes=2, process_id=0), "got num_processes, process_id but not coordinator_address"),
+        (dict(coordinator_address="localhost", num_processes=2, process_id=0), "must be 'HOST:PORT'"),
+        (dict(coordinator_address="localhost:1234", num_processes=2, process_id=2), r"process_id must be in \[0, 1\]"),
+        (dict(coordinator_address="localhost:1234", num_processes=0, process_id=0), "num_processes must be >= 1"),
+    ],
+)
+def test_initialize_refuses_half_or_malformed_arguments(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        distributed.initialize(**arguments)
+
+
+def test_an_unreachable_coordinator_fails_within_the_timeout_naming_the_address():
+    address = f"localhost:{free_port()}"  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=f"could not reach the coordinator at {address} within 2 s"):
+        distributed.initialize(address, 2, 1, timeout_s=2)
+    assert time.monotonic() - start < 10
+
+
+def test_a_multi_process_cli_run_needs_a_run_dir(capsys):
+    args = ["train", "--coordinator-address", "localhost:1234", "--num-processes", "2", "--process-id", "0"]
+    assert cli.main(args) == 2
+    assert "a multi-process run needs --run-dir" in capsys.readouterr().err
