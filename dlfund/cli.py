@@ -541,11 +541,30 @@ def main(argv: list[str] | None = None) -> int:
             env_report()
     except TrainingInterrupted as interrupt:
         print(f"\n{prog}: {interrupt.message(f'`dlfund resume {interrupt.run_dir}`')}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _failed(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _failed(EXIT_INTERRUPTED)
     except (ValueError, FileNotFoundError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2
+        return _failed(2)
+    except BaseException:
+        _failed(1, traceback=True)
+        raise
     return 0
+
+
+def _failed(code: int, *, traceback: bool = False) -> int:
+    """``code``; in a multi-process run the process leaves at once instead: JAX's normal exit waits at a barrier
+    for the other processes, which wait for this one in a collective, so a failed process would hang them all.
+    Leaving lets the others' coordination client see it gone and stop."""
+    jax = sys.modules.get("jax")
+    if jax is not None and jax.distributed.is_initialized():
+        if traceback:
+            import traceback as tb
+
+            tb.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -41,8 +41,21 @@ WORKER = (
     + PROBLEM
     + textwrap.dedent(
         """
+    import os, traceback
+    def die(kind, error, tb):  # a failed process exits at once (JAX's exit would wait for the others)
+        traceback.print_exception(kind, error, tb)
+        sys.stderr.flush()
+        os._exit(1)
+    sys.excepthook = die
     extra = json.loads(sys.argv[3])
     width = extra.pop("width", 32)
+    if jax.process_index() == 1:  # only process 0 writes files: any write from process 1 fails the test
+        from dlfund import io as io_lib
+
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"process 1 wrote {args[0]}")
+
+        io_lib.write_json = io_lib.write_text = io_lib.write_with = refuse
     result = dlfund.fit(dlfund.models.MLP(12, (width,), 4, rngs=nnx.Rngs(0)), TRAIN, **{**OPTIONS, **extra})
     kernel = result.state.params["dense"][0]["kernel"][...]
     print(json.dumps({
@@ -164,6 +177,36 @@ def test_an_unreachable_coordinator_fails_within_the_timeout_naming_the_address(
     with pytest.raises(RuntimeError, match=f"could not reach the coordinator at {address} within 2 s"):
         distributed.initialize(address, 2, 1, timeout_s=2)
     assert time.monotonic() - start < 10
+
+
+def test_a_process_that_fails_alone_exits_instead_of_hanging_the_run(tmp_path):
+    """Process 1 cannot read its data (its --data-dir is a file) while process 0 trains. Left to JAX's normal exit,
+    process 1 would wait at the shutdown barrier for process 0, which waits for it in a collective: both hang."""
+    import os
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    address = f"localhost:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dlfund", "train", "--epochs", "1", "--run-dir", str(tmp_path / "run"),
+             "--coordinator-address", address, "--num-processes", "2", "--process-id", str(i),
+             *(["--data-dir", str(blocker / "data")] if i == 1 else [])],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    try:
+        _, err = procs[1].communicate(timeout=25)  # measured: 6 s; 40 s with JAX's own exit
+        assert procs[1].returncode not in (0, None), err[-2000:]
+        assert "not-a-folder" in err, err[-2000:]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.communicate()
 
 
 def test_a_multi_process_cli_run_needs_a_run_dir(capsys):
