@@ -55,6 +55,12 @@ class ResumeArgs:
     """show a progress bar"""
     epochs: int | None = None
     """train until this many epochs in all: extends a finished run (None: the run's own number)"""
+    coordinator_address: str | None = None
+    """multi-process run: HOST:PORT of process 0 (with --num-processes and --process-id), as for dlfund train"""
+    num_processes: int | None = None
+    """multi-process run: how many processes take part"""
+    process_id: int | None = None
+    """multi-process run: this process's index"""
 
 
 @dataclasses.dataclass
@@ -207,18 +213,28 @@ def train(config: TrainConfig) -> dict[str, Any]:
     With ``--coordinator-address``, ``--num-processes`` and ``--process-id`` the process first joins a
     multi-process run (:func:`dlfund.distributed.initialize`); every process then trains the same run, split over
     all their devices, and process 0 writes the run folder."""
-    multi = (config.coordinator_address, config.num_processes, config.process_id)
-    if any(value is not None for value in multi):
-        from dlfund import distributed
-
-        if (config.num_processes or 1) > 1 and not config.run_dir:
-            raise ValueError(
-                "a multi-process run needs --run-dir (the same folder for every process, on a file system they all "
-                "see): the default folder name holds the start time, which differs between processes"
-            )
-        distributed.initialize(*multi)
+    if (config.num_processes or 1) > 1 and not config.run_dir:
+        raise ValueError(
+            "a multi-process run needs --run-dir (the same folder for every process, on a file system they all "
+            "see): the default folder name holds the start time, which differs between processes"
+        )
+    _join(config.coordinator_address, config.num_processes, config.process_id)
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
     return _fit(config, run_dir, resume=False, progress=config.progress)
+
+
+def _join(coordinator_address, num_processes, process_id, *, sweep: bool = False) -> None:
+    """Joins a multi-process run when any of the three flags is given (before anything else uses JAX)."""
+    if all(value is None for value in (coordinator_address, num_processes, process_id)):
+        return
+    if sweep:
+        raise ValueError(
+            "a sweep runs in one process: --coordinator-address, --num-processes and --process-id are "
+            "for runs of dlfund train"
+        )
+    from dlfund import distributed
+
+    distributed.initialize(coordinator_address, num_processes, process_id)
 
 
 def sweep(config: SweepConfig, *, resume: bool = False, data_dir: str | None = None) -> dict[str, Any]:
@@ -227,6 +243,11 @@ def sweep(config: SweepConfig, *, resume: bool = False, data_dir: str | None = N
     import dlfund
     from dlfund import io as io_lib
 
+    if any(v is not None for v in (config.coordinator_address, config.num_processes, config.process_id)):
+        raise ValueError(
+            "dlfund sweep runs in one process: --coordinator-address, --num-processes and --process-id "
+            "are for dlfund train"
+        )
     members = config.members()
     shared = config.shared()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -317,6 +338,7 @@ def resume(args: ResumeArgs) -> dict[str, Any] | None:
     """
     run_dir = Path(args.run_dir)
     recorded = _record(run_dir)
+    _join(args.coordinator_address, args.num_processes, args.process_id, sweep="sweep" in recorded)
     if "sweep" in recorded and "cli" in recorded:  # a folder of `dlfund sweep`
         if args.epochs is not None:
             raise ValueError("--epochs does not apply to a sweep folder: resume it as it was configured")

@@ -56,7 +56,17 @@ WORKER = (
             raise AssertionError(f"process 1 wrote {args[0]}")
 
         io_lib.write_json = io_lib.write_text = io_lib.write_with = refuse
-    result = dlfund.fit(dlfund.models.MLP(12, (width,), 4, rngs=nnx.Rngs(0)), TRAIN, **{**OPTIONS, **extra})
+    data, reads = TRAIN, []
+    if extra.pop("count_reads", False):  # streamed from a source that counts the rows this process reads
+        from dlfund.train.sources import ArraySource
+
+        class Counting(ArraySource):
+            def read(self, indices):
+                reads.append(len(indices))
+                return super().read(indices)
+
+        data = Counting(*TRAIN)
+    result = dlfund.fit(dlfund.models.MLP(12, (width,), 4, rngs=nnx.Rngs(0)), data, **{**OPTIONS, **extra})
     kernel = result.state.params["dense"][0]["kernel"][...]
     print(json.dumps({
         "process": jax.process_index(), "devices": result.config["devices"],
@@ -64,6 +74,7 @@ WORKER = (
         "local_kernel_shape": list(kernel.addressable_shards[0].data.shape),
         "accuracy": dlfund.evaluate(result.model, VAL)["accuracy"],
         "predict_shape": list(dlfund.predict(result.model, VAL[0][:5]).shape),
+        "rows_read": sum(reads),
     }))
     """
     )
@@ -100,6 +111,15 @@ def test_two_processes_train_the_one_process_run(extra):
         assert report["predict_shape"] == [5, 4]
 
 
+def test_each_process_reads_only_its_half_of_every_streamed_batch():
+    reports = two_processes({"count_reads": True, "data_placement": "stream"})
+    alone = one_process(data_placement="stream")
+    steps = len(TRAIN[0]) // OPTIONS["batch_size"]
+    for report in reports:
+        assert report["rows_read"] == OPTIONS["epochs"] * steps * OPTIONS["batch_size"] // 2
+        assert_same_history(report, alone)
+
+
 def test_fsdp_over_two_processes_splits_the_kernels_between_them():
     reports = two_processes({"parallelism": "fsdp", "width": 1024})
     alone = one_process(width=1024)
@@ -128,30 +148,23 @@ def test_a_two_process_run_folder_is_written_once_and_resumes(tmp_path):
     )
 
 
-def test_two_process_dlfund_train_gives_the_one_process_metrics(tmp_path):
-    common = ["--epochs", "3", "--no-progress", "--dataset", "digits"]
+def test_two_process_dlfund_train_and_resume_give_the_one_process_metrics(tmp_path):
+    common = ["--no-progress", "--dataset", "digits", "--schedule", "constant"]
     folder = tmp_path / "two"
+
+    def joined(i, address):
+        return ["--coordinator-address", address, "--num-processes", "2", "--process-id", str(i)]
+
     run_processes(
-        lambda i, address: [
-            "-m",
-            "dlfund",
-            "train",
-            *common,
-            "--run-dir",
-            str(folder),
-            "--coordinator-address",
-            address,
-            "--num-processes",
-            "2",
-            "--process-id",
-            str(i),
-        ]
+        lambda i, a: ["-m", "dlfund", "train", *common, "--epochs", "2", "--run-dir", str(folder), *joined(i, a)]
     )
-    assert cli.main(["train", *common, "--run-dir", str(tmp_path / "one"), "--devices", "1"]) == 0
-    two = json.loads((folder / "metrics.json").read_text())["test"]
-    one = json.loads((tmp_path / "one" / "metrics.json").read_text())["test"]
+    run_processes(lambda i, a: ["-m", "dlfund", "resume", str(folder), "--epochs", "3", "--no-progress", *joined(i, a)])
+    assert cli.main(["train", *common, "--epochs", "3", "--run-dir", str(tmp_path / "one"), "--devices", "1"]) == 0
+    two = json.loads((folder / "metrics.json").read_text())
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert two["epochs_run"] == one["epochs_run"] == 3
     for name in ("loss", "accuracy", "f1_macro"):
-        assert two[name] == pytest.approx(one[name], rel=1e-4), name
+        assert two["test"][name] == pytest.approx(one["test"][name], rel=1e-4), name
     recorded = json.loads((folder / "config.json").read_text())
     assert recorded["fit"]["devices"] == 2
 
@@ -209,7 +222,9 @@ def test_a_process_that_fails_alone_exits_instead_of_hanging_the_run(tmp_path):
             proc.communicate()
 
 
-def test_a_multi_process_cli_run_needs_a_run_dir(capsys):
-    args = ["train", "--coordinator-address", "localhost:1234", "--num-processes", "2", "--process-id", "0"]
-    assert cli.main(args) == 2
+def test_a_multi_process_cli_run_needs_a_run_dir_and_is_for_train_only(capsys):
+    args = ["--coordinator-address", "localhost:1234", "--num-processes", "2", "--process-id", "0"]
+    assert cli.main(["train", *args]) == 2
     assert "a multi-process run needs --run-dir" in capsys.readouterr().err
+    assert cli.main(["sweep", "--seeds", "0", "1", *args]) == 2
+    assert "dlfund sweep runs in one process" in capsys.readouterr().err

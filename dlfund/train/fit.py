@@ -261,8 +261,9 @@ def fit(
         epoch (callbacks) or a checkpoint (``run_dir``: calls end at checkpoint epochs); the other strategies step
         from Python, one epoch per call. An int >= 1 fixes the call length (1: the classic epoch-by-epoch loop).
         The history is the same either way.
-      devices: where to train: "auto" (every local device when there is more than one, else the one), an int
-        (the first n local devices; 1: one device), a list of ``jax.Device`` or a ``jax.sharding.Mesh``. On
+      devices: where to train: "auto" (every local device when there is more than one, else the one; in a
+        multi-process run, see :mod:`dlfund.distributed`, every process's devices), an int (the first n local
+        devices; 1: one device), a list of ``jax.Device`` or a ``jax.sharding.Mesh``. On
         several devices each batch is split over them (``batch_size`` is the global batch and must divide by
         their number), device-resident data is replicated on each, and the trained model's arrays stay on them
         (``evaluate``/``predict`` then split their batches too). See :mod:`dlfund.train.devices`.
