@@ -55,6 +55,10 @@ def _files(step_dir: Path) -> list[Path]:
     return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != INTEGRITY_FILE)
 
 
+def _default_layout(leaf: Any) -> Any:
+    return jax.numpy.copy(leaf) if isinstance(leaf, jax.Array) else leaf
+
+
 def write_integrity(step_dir: Path) -> None:
     """Records size and SHA-256 of every file of a finished checkpoint."""
     record = {str(p.relative_to(step_dir)): {"size": p.stat().st_size, "sha256": _digest(p)} for p in _files(step_dir)}
@@ -235,7 +239,10 @@ class CheckpointStore:
             if name in present
         }
         restored = self._manager.restore(step, args=args.Composite(**restores))
-        items = {name: restored[name] for name in restores}
+        # Orbax returns arrays with an explicit memory layout; a compiled program is specialized on its inputs'
+        # layouts, so a resumed run's first call and its later ones (whose inputs come out of the program with the
+        # default layout) would be two programs. A copy has the default layout, as every other array.
+        items = {name: jax.tree.map(_default_layout, restored[name]) for name in restores}
         for name in restores:
             _check_fits(step, self.directory, name, targets[name], items[name])
         return items, meta

@@ -60,20 +60,25 @@ def compilations() -> int:
 
 
 def signature(tree: Any) -> dict[str, Any]:
-    """What a program is specialized on, per input leaf (shape, dtype, weak type, device layout) and the static
-    part (the tree structure, which holds the static fields: graph, optimizer, objective, layout)."""
+    """What a program is specialized on, per input leaf (shape, dtype, weak type, device layout, memory layout)
+    and the static part (the tree structure, which holds the static fields: graph, optimizer, objective, layout)."""
     leaves = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        deleted = bool(getattr(leaf, "is_deleted", lambda: False)())  # a donated input: its layouts are gone
         try:
             sharding = getattr(leaf, "sharding", None)
-            layout = None if sharding is None else _describe_sharding(sharding)
-        except Exception:  # a deleted (donated) array may not say
-            layout = None
+            layout = None if sharding is None or deleted else _describe_sharding(sharding)
+            memory = None if deleted else getattr(getattr(leaf, "format", None), "layout", None)
+            memory = None if memory is None else str(memory)
+        except Exception:
+            layout = memory = None
         leaves[jax.tree_util.keystr(path)] = (
             tuple(getattr(leaf, "shape", ())),
             str(getattr(leaf, "dtype", type(leaf).__name__)),
             bool(getattr(leaf, "weak_type", False)),
             layout,
+            memory,
+            getattr(leaf, "committed", None),
         )
     return {"leaves": leaves, "static": jax.tree.structure(tree)}
 
@@ -90,12 +95,15 @@ def describe_changes(before: dict[str, Any], after: dict[str, Any], limit: int =
     changes = []
     if before["static"] != after["static"]:
         changes.append("the static part of the state (graph, optimizer, objective or layout) or its structure")
-    fields = ("shape", "dtype", "weak type", "layout")
+    fields = ("shape", "dtype", "weak type", "layout", "memory layout", "committed to a device")
     for path, old in before["leaves"].items():
         new = after["leaves"].get(path)
         if new is None or new == old:
             continue
-        differ = [f"{name} {a} -> {b}" for name, a, b in zip(fields, old, new) if a != b]
+        # What a donated input no longer says (None) is not a change.
+        differ = [f"{name} {a} -> {b}" for name, a, b in zip(fields, old, new) if a != b and None not in (a, b)]
+        if not differ:
+            continue
         changes.append(f"{path or 'input'}: {', '.join(differ)}")
     if not changes:
         return "no input of the state changed: the batches did (a reader that returns other shapes or dtypes?)"

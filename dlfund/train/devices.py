@@ -168,8 +168,22 @@ def keep(layout: Layout | None, tree: Any) -> Any:
 
 
 def place(layout: Layout | None, tree: Any) -> Any:
-    """``layout.place(tree)``, or ``tree`` on one device."""
-    return tree if layout is None else layout.place(tree)
+    """``layout.place(tree)``; on one device, every array of ``tree`` committed to the device of its first
+    committed array (else the default device).
+
+    A compiled program's results are committed to their device, and a program is compiled for its inputs'
+    committedness: a first call with a mix of committed arrays (a state restored from a checkpoint) and uncommitted
+    ones (fresh counters) and later calls with only committed ones would be two programs (measured: every resumed
+    run compiled its epoch program twice). Inside a program (tracers) nothing is done.
+    """
+    if layout is not None:
+        return layout.place(tree)
+    leaves = jax.tree.leaves(tree)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return tree
+    committed = [leaf for leaf in leaves if getattr(leaf, "committed", False)]
+    device = next(iter(committed[0].devices())) if committed else jax.devices()[0]
+    return jax.device_put(tree, device)
 
 
 def _visible(devices: list[jax.Device]) -> str:

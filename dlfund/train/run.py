@@ -262,7 +262,13 @@ class RunRecorder:
             )
             self._history = History(meta["history"])
             if early_stopping is not None and meta.get("early_stopping") is not None:
-                stopper_state = type(stopper_state)(*(jnp.asarray(v) for v in meta["early_stopping"]))
+                # In the dtypes of a fresh state (from JSON, Python numbers would be weak-typed: another program).
+                stopper_state = type(stopper_state)(
+                    *(
+                        jnp.asarray(v, jnp.asarray(fresh).dtype)
+                        for v, fresh in zip(meta["early_stopping"], stopper_state)
+                    )
+                )
                 if "best" in items and int(stopper_state.best_epoch) > 0:
                     best_weights = (items["best"]["params"], items["best"]["model_state"])
                 extended = self.config["epochs"] > (self._recorded_epochs or self.config["epochs"])

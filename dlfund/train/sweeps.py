@@ -30,6 +30,7 @@ from dlfund import _warnings
 from dlfund.history import History
 from dlfund.models.blocks import set_dropout
 from dlfund.train import checks
+from dlfund.train import devices as devices_lib
 from dlfund.train import loop as loop_lib
 from dlfund.train import members as members_lib
 from dlfund.train.compiles import CompileWatch
@@ -272,6 +273,10 @@ def _train_members(
     halt_reasons: dict[int, str] = {}
     if recorder is not None:
         loops, histories, halt_reasons = recorder.start(loops)
+    if all(
+        leaf.sharding.is_fully_addressable and len(leaf.sharding.device_set) == 1 for leaf in jax.tree.leaves(loops)
+    ):
+        loops = devices_lib.place(None, loops)  # one device: all committed, as the calls return them
     epoch_seconds: list[float] = []
     member_epochs = 0  # member-epochs whose rows were kept (the rest of size * calls' epochs was discarded)
     program_epochs = 0
