@@ -168,8 +168,8 @@ def keep(layout: Layout | None, tree: Any) -> Any:
 
 
 def place(layout: Layout | None, tree: Any) -> Any:
-    """``layout.place(tree)``; on one device, every array of ``tree`` committed to the device of its first
-    committed array (else the default device).
+    """``layout.place(tree)``; on one device, when some array of ``tree`` is committed to a device, every array
+    committed to that one (a tree of uncommitted arrays is left as it is).
 
     A compiled program's results are committed to their device, and a program is compiled for its inputs'
     committedness: a first call with a mix of committed arrays (a state restored from a checkpoint) and uncommitted
@@ -182,8 +182,9 @@ def place(layout: Layout | None, tree: Any) -> Any:
     if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
         return tree
     committed = [leaf for leaf in leaves if getattr(leaf, "committed", False)]
-    device = next(iter(committed[0].devices())) if committed else jax.devices()[0]
-    return jax.device_put(tree, device)
+    if not committed:  # all uncommitted: the programs' results are too, and the user's model stays so
+        return tree
+    return jax.device_put(tree, next(iter(committed[0].devices())))
 
 
 def _visible(devices: list[jax.Device]) -> str:
