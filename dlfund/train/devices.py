@@ -115,15 +115,6 @@ class Layout:
         """Every array of ``tree`` on the mesh by :meth:`sharding` (a training state, a loop state, a carry)."""
         return jax.tree.map(self.put, tree)
 
-    def to_host(self, tree: Any) -> Any:
-        """``tree`` with every array readable by this process (NumPy): arrays split over other processes' devices
-        are gathered first. In a multi-process run every process must call it (the gather is collective)."""
-        if all(getattr(a, "is_fully_addressable", True) for a in jax.tree.leaves(tree)):
-            return jax.device_get(tree)
-        from jax.experimental import multihost_utils
-
-        return multihost_utils.process_allgather(tree, tiled=True)
-
     def place_state(self, state: Any) -> Any:
         """The training state on the mesh (weights and optimizer state by :meth:`spec`, the rest replicated)."""
         return self.place(state)
@@ -133,7 +124,7 @@ class Layout:
 
         XLA chooses the layout of a program's results; left to itself it may return a small bias split over the
         devices after FSDP's gathers, or a scalar on one device. A result whose layout differs from the input's
-        makes the next call a new program (measured: three compilations of the epoch program in one 8-device run
+        makes the next call a new program (measured: two compilations of the epoch program in one 8-device run
         before this), so the programs that carry state from call to call constrain what they return.
         """
         return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, self.sharding(a)), tree)
@@ -152,9 +143,6 @@ class Layout:
     def round_up(self, batch_size: int) -> int:
         """The smallest multiple of the device count >= ``batch_size`` (evaluation pads and masks the extra rows)."""
         return -(-batch_size // self.size) * self.size
-
-    def describe(self) -> dict[str, Any]:
-        return {"devices": self.size, "parallelism": self.parallelism, "platform": self.devices[0].platform}
 
 
 def shard_batch(layout: Layout | None, x: jax.Array) -> jax.Array:
