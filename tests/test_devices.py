@@ -8,6 +8,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from blobs_script import BLOBS
 from flax import nnx
 from virtual_devices import run_on_8_devices
 
@@ -15,8 +16,9 @@ import dlfund
 from dlfund.config import TrainConfig
 from dlfund.train import devices as devices_lib
 
-PRELUDE = textwrap.dedent(
-    """
+PRELUDE = (
+    textwrap.dedent(
+        """
     import jax, numpy as np
     from flax import nnx
     from jax.sharding import PartitionSpec as P
@@ -25,19 +27,18 @@ PRELUDE = textwrap.dedent(
     from dlfund.train.options import FitConfig
 
     assert len(jax.devices()) == 8
-    rng = np.random.default_rng(0)
-    centers = rng.normal(scale=2.0, size=(4, 12))
-    labels = rng.integers(0, 4, size=400).astype(np.int32)
-    inputs = (centers[labels] + rng.normal(size=(400, 12))).astype(np.float32)
-    TRAIN, VAL = (inputs[:320], labels[:320]), (inputs[320:], labels[320:])
-    OPTIONS = dict(epochs=3, batch_size=32, learning_rate=3e-3, validation_data=VAL, progress=False)
-
+    """
+    )
+    + BLOBS
+    + textwrap.dedent(
+        """
     def close(a, b, what, rtol=2e-5):
         for column in a.history.columns:
             np.testing.assert_allclose(a.history[column], b.history[column], rtol=rtol, atol=1e-6, err_msg=what)
         for u, v in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params)):
             np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5, err_msg=what)
     """
+    )
 )
 
 DATA_PARALLEL = PRELUDE + textwrap.dedent(

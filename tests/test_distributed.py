@@ -6,23 +6,14 @@ import time
 
 import numpy as np
 import pytest
+from blobs_script import BLOBS
 from flax import nnx
 from multiprocess import free_port, run_processes
 
 import dlfund
 from dlfund import cli, distributed
 
-PROBLEM = textwrap.dedent(
-    """
-    import numpy as np
-    rng = np.random.default_rng(0)
-    centers = rng.normal(scale=2.0, size=(4, 12))
-    labels = rng.integers(0, 4, size=400).astype(np.int32)
-    inputs = (centers[labels] + rng.normal(size=(400, 12))).astype(np.float32)
-    TRAIN, VAL = (inputs[:320], labels[:320]), (inputs[320:], labels[320:])
-    OPTIONS = dict(epochs=3, batch_size=32, learning_rate=3e-3, validation_data=VAL, progress=False)
-    """
-)
+PROBLEM = BLOBS
 
 # Each process: join the run, fit with the options given as JSON, print its history and what it can read.
 WORKER = (
