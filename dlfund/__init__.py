@@ -10,7 +10,18 @@ Five lines from data to a trained model::
     dlfund.evaluate(result.model, ds.test)
 """
 
-from dlfund import activations, checkpoint, data, losses, metrics, models, optimizers, regularizers, weights
+from dlfund import (
+    activations,
+    checkpoint,
+    data,
+    distributed,
+    losses,
+    metrics,
+    models,
+    optimizers,
+    regularizers,
+    weights,
+)
 from dlfund._version import __version__
 from dlfund.env import env_report
 from dlfund.history import History
@@ -64,6 +75,7 @@ __all__ = [
     "checkpoint",
     "create_train_state",
     "data",
+    "distributed",
     "ensemble_predict",
     "env_report",
     "eval_step",

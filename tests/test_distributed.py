@@ -20,8 +20,8 @@ WORKER = (
     textwrap.dedent(
         """
     import json, sys
-    from dlfund import distributed
-    distributed.initialize(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60)
+    import dlfund  # importing dlfund starts no JAX backend, so the run can still be joined
+    dlfund.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60)
     import jax
     from flax import nnx
     import dlfund
