@@ -99,11 +99,8 @@ def local_rows(sharding: Any, batch_size: int) -> slice:
     in a one-process run): in a multi-process run each process reads only these."""
     if sharding is None or sharding.is_fully_addressable:
         return slice(None)
-    starts = sorted({index[0].start or 0 for index in sharding.addressable_devices_indices_map((batch_size,)).values()})
-    stops = sorted(
-        {index[0].stop or batch_size for index in sharding.addressable_devices_indices_map((batch_size,)).values()}
-    )
-    return slice(starts[0], stops[-1])
+    rows = [index[0] for index in sharding.addressable_devices_indices_map((batch_size,)).values()]
+    return slice(min(r.start or 0 for r in rows), max(batch_size if r.stop is None else r.stop for r in rows))
 
 
 def _to_devices(batch: tuple[np.ndarray, np.ndarray], sharding: Any, batch_size: int):
