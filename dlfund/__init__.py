@@ -20,6 +20,7 @@ from dlfund import (
     models,
     optimizers,
     regularizers,
+    transfer,
     weights,
 )
 from dlfund._version import __version__
@@ -50,6 +51,7 @@ from dlfund.train import (
 )
 from dlfund.train.checks import DataWarning
 from dlfund.train.compiles import RecompileWarning
+from dlfund.train.freezing import param_paths
 from dlfund.train.run import load_model
 from dlfund.train.saved_run import Run, load_run
 from dlfund.weights import load_weights, save_weights
@@ -89,11 +91,13 @@ __all__ = [
     "metrics",
     "models",
     "optimizers",
+    "param_paths",
     "predict",
     "predict_classes",
     "regularizers",
     "save_weights",
     "sweep",
     "train_step",
+    "transfer",
     "weights",
 ]

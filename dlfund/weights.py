@@ -28,7 +28,7 @@ _HEADER = "__dlfund__"
 SUFFIXES = (".safetensors", ".npz")
 
 
-def _weight_variables(state: Any) -> list[tuple[str, Any]]:
+def weight_variables(state: Any) -> list[tuple[str, Any]]:
     """``(path, variable)`` of every variable of an ``nnx.State`` that is a weight: all but settings such as
     dropout rates, which the model's config records."""
     from dlfund.models.blocks import DropoutRate
@@ -39,7 +39,7 @@ def _weight_variables(state: Any) -> list[tuple[str, Any]]:
 
 def flat_arrays(model: nnx.Module) -> dict[str, np.ndarray]:
     """Every weight of ``model`` (parameters, batch-norm statistics, ...) as host arrays keyed by path."""
-    return {name: np.asarray(jax.device_get(var[...])) for name, var in _weight_variables(nnx.state(model))}
+    return {name: np.asarray(jax.device_get(var[...])) for name, var in weight_variables(nnx.state(model))}
 
 
 def model_config(model: nnx.Module) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def load_weights(path: str | os.PathLike, model: nnx.Module) -> nnx.Module:
 def assign(model: nnx.Module, arrays: dict[str, Any], *, source: str) -> None:
     """Sets ``model``'s variables from ``arrays`` keyed by path, after checking every name and shape."""
     state = nnx.state(model)
-    expected = dict(_weight_variables(state))
+    expected = dict(weight_variables(state))
     for name, var in expected.items():
         if name not in arrays:
             raise ValueError(f"{source} has no parameter {name!r} that the model needs (model: {type(model).__name__})")

@@ -157,6 +157,17 @@ FSDP_AND_RESUME = PRELUDE + textwrap.dedent(
     for moment in moments:
         assert [s.data.shape for s in moment.addressable_shards] == [(12, 128)] * 8
 
+    # Freezing composes with FSDP: the frozen kernel stays split and bit-identical, the optimizer holds moments
+    # for the head only, and the head learns what it learns on one device.
+    frozen_options = dict(OPTIONS, freeze="backbone", optimizer="adamw", weight_decay=0.1)
+    start = np.asarray(wide().dense[0].kernel[...])
+    frozen = dlfund.fit(wide(), TRAIN, parallelism="fsdp", **frozen_options)
+    kernel = frozen.state.params["dense"][0]["kernel"][...]
+    assert kernel.sharding.spec == P(None, "data"), kernel.sharding.spec
+    np.testing.assert_array_equal(np.asarray(kernel), start)
+    assert {leaf.shape for leaf in jax.tree.leaves(frozen.state.opt_state) if leaf.ndim} == {(1024, 4), (4,)}
+    close(frozen, dlfund.fit(wide(), TRAIN, devices=1, **frozen_options), "frozen fsdp")
+
     # A run saved on 8 devices resumes on 1, and one saved on 1 resumes with FSDP on 8: the uninterrupted history.
     folder = tempfile.mkdtemp()
     long = dict(OPTIONS, epochs=4)

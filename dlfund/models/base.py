@@ -12,13 +12,17 @@ class Model(nnx.Module):
     """Base class of dlfund's models (Flax NNX modules).
 
     Subclasses call ``self._remember(...)`` with their constructor arguments (so a run folder can rebuild the
-    model from its config) and implement ``__call__(x, *, rngs=None)``, where ``rngs`` is a PRNG key for dropout
+    model from its config) and implement ``penultimate(x, *, rngs=None)`` (the features the head reads, [B, F])
+    and ``__call__(x, *, rngs=None)``, where ``rngs`` is a PRNG key for dropout
     during training (ignored by models without dropout). Training/evaluation mode is NNX's ``model.train()`` /
     ``model.eval()``; the train and eval steps set it for you.
     """
 
     #: the loss ``dlfund.fit`` uses when none is given
     default_loss: ClassVar[str] = "softmax_cross_entropy"
+    #: the attribute holding the output layer (``model.head(model.penultimate(x))`` is ``model(x)`` in eval mode);
+    #: transfer learning replaces it and ``fit(freeze="backbone")`` trains only it
+    head_name: ClassVar[str] = "head"
 
     def _remember(self, **config: Any) -> None:
         # A tuple of pairs is hashable and static: it lives in the graph definition, not in the state. The dropout

@@ -188,8 +188,12 @@ class CNN(Model):
     def _drop(self, x: jax.Array, rngs: jax.Array | None, site: int) -> jax.Array:
         return x if self.dropout is None else self.dropout(x, rngs=dropout_key(rngs, site))
 
-    def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+    def penultimate(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+        """The head's input [B, F]: the last dense layer's activations (:meth:`features` without dense layers)."""
         x = self.features(x)
         for i, dense in enumerate(self.dense):
             x = self.activation(dense(self._drop(x, rngs, i)))
-        return self.head(self._drop(x, rngs, len(self.dense)))
+        return x
+
+    def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+        return self.head(self._drop(self.penultimate(x, rngs=rngs), rngs, len(self.dense)))

@@ -27,14 +27,19 @@ class Perceptron(FlatInputModel):
     """
 
     default_loss = "perceptron"
+    head_name = "linear"
 
     def __init__(self, in_features: int, *, rngs: nnx.Rngs):
         self.in_features = check_size("in_features", in_features)
         self._remember(in_features=in_features)
         self.linear = nnx.Linear(in_features, 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
 
+    def penultimate(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+        """The inputs, flattened [B, in_features]: a linear model's only layer is its head."""
+        return x.reshape(x.shape[0], -1)
+
     def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
-        return self.linear(x.reshape(x.shape[0], -1))
+        return self.linear(self.penultimate(x))
 
     def predict(self, x: jax.Array) -> jax.Array:
         """0/1 predictions [B] (int32): the step function of the scores."""
@@ -53,6 +58,8 @@ class LogisticRegression(FlatInputModel):
     Call: ``model(x)`` -> logits [B, 1] (binary) or [B, C]; ``predict_proba(x)`` -> probabilities [B, C].
     """
 
+    head_name = "linear"
+
     def __init__(self, in_features: int, num_classes: int = 2, *, rngs: nnx.Rngs):
         self.in_features = check_size("in_features", in_features)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -66,8 +73,12 @@ class LogisticRegression(FlatInputModel):
     def default_loss(self) -> str:  # type: ignore[override]
         return "binary_cross_entropy" if self.num_classes == 2 else "softmax_cross_entropy"
 
+    def penultimate(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+        """The inputs, flattened [B, in_features]: a linear model's only layer is its head."""
+        return x.reshape(x.shape[0], -1)
+
     def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
-        return self.linear(x.reshape(x.shape[0], -1))
+        return self.linear(self.penultimate(x))
 
     def predict_proba(self, x: jax.Array) -> jax.Array:
         """Class probabilities [B, num_classes]."""

@@ -63,7 +63,9 @@ class MLP(FlatInputModel):
         self.dropout = Dropout(dropout) if dropout > 0 else None
         self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
 
-    def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+    def penultimate(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+        """The last hidden layer's activations [B, hidden[-1]] (the head's input; x itself without hidden
+        layers)."""
         x = x.reshape(x.shape[0], -1)
         for i, dense in enumerate(self.dense):
             x = dense(x)
@@ -73,4 +75,7 @@ class MLP(FlatInputModel):
             if self.dropout is not None:
                 # One key per layer: the same key would drop the same units in every layer of equal width.
                 x = self.dropout(x, rngs=None if rngs is None else jax.random.fold_in(rngs, i))
-        return self.head(x)
+        return x
+
+    def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+        return self.head(self.penultimate(x, rngs=rngs))

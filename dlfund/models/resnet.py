@@ -96,8 +96,12 @@ class ResNet(Model):
     def check_input(self, example_shape: tuple[int, ...]) -> None:
         check_image_input("ResNet", example_shape, self.input_shape, any_size=True)
 
-    def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+    def penultimate(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+        """The last stage's feature maps, globally average-pooled: [B, stage_channels[-1]] (the head's input)."""
         x = jax.nn.relu(self.stem_bn(self.stem(as_images(x, self.input_shape))))
         for block in self.blocks:
             x = block(x)
-        return self.head(x.mean(axis=(1, 2)))
+        return x.mean(axis=(1, 2))
+
+    def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+        return self.head(self.penultimate(x, rngs=rngs))

@@ -124,17 +124,9 @@ class RecurrentModel(Model):
     def _drop(self, x: jax.Array, rngs: jax.Array | None, site: int) -> jax.Array:
         return x if self.dropout is None else self.dropout(x, rngs=dropout_key(rngs, site))
 
-    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None, rngs: jax.Array | None = None) -> jax.Array:
-        """Reads sequences and returns one output vector per sequence.
-
-        Args:
-          x: [B, T, in_features] (or [B, T, ...] with in_features numbers per step).
-          mask: [B, T], True for real steps and False for padding, which must come after the real steps; None:
-            every step is real.
-          rngs: dropout key (training).
-        Returns:
-          [B, num_classes]: logits (``output="classify"``) or regression outputs (``output="regress"``).
-        """
+    def penultimate(self, x: jax.Array, *, mask: jax.Array | None = None, rngs: jax.Array | None = None) -> jax.Array:
+        """The last layer's final hidden states [B, hidden] ([B, 2 * hidden] bidirectional: forward, then
+        backward): the head's input. Arguments as in :meth:`__call__`."""
         x = as_sequences(x)
         mask = sequence_mask(mask, x)
         lengths = mask.sum(axis=1)
@@ -151,7 +143,21 @@ class RecurrentModel(Model):
                 finals.append(self._state(carry))
                 sequences.append(reverse_valid(outputs, lengths))
             x = jnp.concatenate(sequences, axis=-1)
-        return self.head(self._drop(jnp.concatenate(finals, axis=-1), rngs, self.num_layers - 1))
+        return jnp.concatenate(finals, axis=-1)
+
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None, rngs: jax.Array | None = None) -> jax.Array:
+        """Reads sequences and returns one output vector per sequence.
+
+        Args:
+          x: [B, T, in_features] (or [B, T, ...] with in_features numbers per step).
+          mask: [B, T], True for real steps and False for padding, which must come after the real steps; None:
+            every step is real.
+          rngs: dropout key (training).
+        Returns:
+          [B, num_classes]: logits (``output="classify"``) or regression outputs (``output="regress"``).
+        """
+        features = self.penultimate(x, mask=mask, rngs=rngs)
+        return self.head(self._drop(features, rngs, self.num_layers - 1))
 
 
 class RNN(RecurrentModel):

@@ -231,10 +231,13 @@ class Transformer(Model):
             h = block(h, mask, dropout_key(rngs, i + 1))  # site 0 is the embedding dropout
         return self.norm(h), mask
 
-    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None, rngs: jax.Array | None = None) -> jax.Array:
+    def penultimate(self, x: jax.Array, *, mask: jax.Array | None = None, rngs: jax.Array | None = None) -> jax.Array:
+        """The pooled encoding [B, width] (the CLS token's state, or the mean over real tokens): the head's input."""
         h, mask = self.encode(x, mask=mask, rngs=rngs)
         if self.cls_token is not None:
-            return self.head(h[:, 0])
+            return h[:, 0]
         weights = mask[..., None].astype(h.dtype)
-        pooled = (h * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
-        return self.head(pooled)
+        return (h * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
+
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None, rngs: jax.Array | None = None) -> jax.Array:
+        return self.head(self.penultimate(x, mask=mask, rngs=rngs))

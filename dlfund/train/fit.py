@@ -208,6 +208,9 @@ def fit(
     parallelism: str = "data",
     accumulate_steps: int = 1,
     precision: str = "float32",
+    freeze: Any = None,
+    freeze_batch_norm: bool = True,
+    learning_rates: dict[str, float] | None = None,
 ) -> FitResult:
     """Trains ``model`` on ``data``; everything is validated before anything compiles.
 
@@ -281,6 +284,17 @@ def fit(
         and optimizer moments stay float32, and the loss (with its softmax) and batch-norm statistics are
         float32; validation and evaluation run in float32 (:mod:`dlfund.train.precision`). On a CPU backend,
         where bfloat16 is slower than float32, it warns once and the config records it.
+      freeze: parameters that do not train (transfer learning): "backbone" (all but the model's head), glob
+        patterns of parameter paths (``"convs/*"``; ``dlfund.param_paths(model)`` lists them; a pattern also
+        names everything under it) or a callable ``path -> bool``. Frozen parameters get no gradient, no
+        optimizer state, no weight decay and no L2 penalty, and stay bit-identical. To unfreeze later, call
+        ``fit`` again on the same model without ``freeze`` (see :mod:`dlfund.train.freezing`).
+      freeze_batch_norm: batch-norm layers whose parameters are all frozen run in inference mode while training
+        (their running statistics normalize and stay fixed), as in Keras; False lets them keep normalizing by
+        each batch and moving their statistics.
+      learning_rates: ``{pattern: rate}``: the matched parameters' own peak learning rate (discriminative
+        fine-tuning, e.g. ``{"convs/*": 1e-4}`` with ``learning_rate=1e-3`` for the rest); the schedule's shape is
+        shared. A pattern may not match a frozen parameter.
     Returns:
       a :class:`FitResult`.
     """
@@ -354,6 +368,9 @@ def build_state(
         layout=layout,
         accumulate_steps=options.accumulate_steps,
         precision=options.precision,
+        freeze=options.freeze,
+        freeze_batch_norm=bool(options.freeze_batch_norm),
+        learning_rates=options.learning_rates,
     )
 
 
@@ -490,6 +507,7 @@ def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
         "parallelism": "data" if layout is None else layout.parallelism,
         "precision": precision,
         **({"precision_note": precision_note} if precision_note else {}),
+        **_freezing_config(state, options),
     }
     recorder = None
     if options.run_dir is not None:
@@ -525,6 +543,16 @@ def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
         config=config,
         recorder=recorder,
     )
+
+
+def _freezing_config(state: TrainState, options: FitConfig) -> dict[str, Any]:
+    """What trains, for config.json (and the resume check: a run resumes only with the same frozen part)."""
+    freezing = state.freezing
+    return {
+        "frozen": [] if freezing is None else list(freezing.frozen),
+        "held_batch_norms": [] if freezing is None else list(freezing.held_norms),
+        "learning_rates": {str(k): float(v) for k, v in (options.learning_rates or {}).items()},
+    }
 
 
 def train_planned(plan: FitPlan) -> FitResult:

@@ -53,6 +53,9 @@ class FitConfig:
     parallelism: str = "data"
     accumulate_steps: int = 1
     precision: str = "float32"
+    freeze: Any = None
+    freeze_batch_norm: bool = True
+    learning_rates: dict[str, float] | None = None
 
     @classmethod
     def names(cls) -> list[str]:

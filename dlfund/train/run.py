@@ -130,7 +130,13 @@ _EXTENDABLE = ("epochs", "optimizer.total_steps")
 
 
 # Options added after runs were recorded without them: a folder that lacks one ran with its default.
-_ADDED_LATER = {"accumulate_steps": 1, "precision": "float32"}
+_ADDED_LATER = {
+    "accumulate_steps": 1,
+    "precision": "float32",
+    "frozen": [],
+    "held_batch_norms": [],
+    "learning_rates": {},
+}
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:

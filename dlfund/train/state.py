@@ -19,6 +19,7 @@ from flax import nnx, struct
 from dlfund import losses as losses_lib
 from dlfund import optimizers as optimizers_lib
 from dlfund import regularizers as regularizers_lib
+from dlfund.train import freezing as freezing_lib
 from dlfund.train import precision as precision_lib
 
 _STALE_HYPER = (
@@ -83,6 +84,11 @@ class TrainState:
         micro-batch in memory at a time (1: the whole batch at once).
       precision: "float32", or "bfloat16": the training step computes in bfloat16 on these float32 weights
         (:mod:`dlfund.train.precision`).
+      freezing: a :class:`dlfund.train.freezing.Freezing` (the parameters that do not train, the batch-norm layers
+        held in inference mode), or None: everything trains. ``params`` holds every parameter; ``opt_state`` only
+        the trained ones'.
+      rate_scales: per-parameter update factors of ``learning_rates`` (the tree of the trained parameters), or
+        None.
     """
 
     params: nnx.State
@@ -99,6 +105,19 @@ class TrainState:
     layout: Any = struct.field(pytree_node=False, default=None)
     accumulate_steps: int = struct.field(pytree_node=False, default=1)
     precision: str = struct.field(pytree_node=False, default="float32")
+    freezing: Any = struct.field(pytree_node=False, default=None)
+    rate_scales: Any = None
+
+    def split_params(self) -> tuple[nnx.State, nnx.State | None]:
+        """``(trained, frozen)`` parameters; frozen is None when everything trains."""
+        if self.freezing is None:
+            return self.params, None
+        return self.freezing.split(self.params)
+
+    @staticmethod
+    def join_params(trained: nnx.State, frozen: nnx.State | None) -> nnx.State:
+        """The inverse of :meth:`split_params`."""
+        return trained if frozen is None else nnx.merge_state(trained, frozen)
 
     def model(self, *, train: bool = False) -> nnx.Module:
         """A module rebuilt from this state (in eval mode unless ``train``); works inside jit. In training with
@@ -106,6 +125,8 @@ class TrainState:
         # copy=True: fresh Variables at the current trace level, so batch norm may update them inside grad/scan.
         module = nnx.merge(self.graphdef, self.params, self.model_state, copy=True)
         module.train() if train else module.eval()
+        if train and self.freezing is not None:
+            self.freezing.hold_norms(module)
         if train and self.precision != "float32":
             precision_lib.compute_in(module, jnp.bfloat16)
         return module
@@ -165,6 +186,9 @@ def create_train_state(
     layout: Any = None,
     accumulate_steps: int = 1,
     precision: str = "float32",
+    freeze: Any = None,
+    freeze_batch_norm: bool = True,
+    learning_rates: dict[str, float] | None = None,
     **optimizer_options: Any,
 ) -> TrainState:
     """Builds the :class:`TrainState` for ``model``.
@@ -186,8 +210,20 @@ def create_train_state(
         :func:`dlfund.train.devices.resolve_layout`); None: one device.
       accumulate_steps: micro-batches per optimizer step (gradient accumulation); each batch's size must divide.
       precision: "float32" or "bfloat16" (the training step's computation; weights stay float32).
+      freeze: the parameters that do not train: "backbone", glob patterns of parameter paths or a callable
+        ``path -> bool`` (see :mod:`dlfund.train.freezing`); None: all train.
+      freeze_batch_norm: batch-norm layers whose parameters are all frozen run in inference mode in training.
+      learning_rates: ``{pattern: rate}``, peak learning rates of the matched parameters (the others: the
+        optimizer's).
     """
     opt = optimizers_lib.get(optimizer, learning_rate=learning_rate, **optimizer_options)
+    freezing = freezing_lib.make_freezing(model, freeze, freeze_batch_norm=freeze_batch_norm)
+    rates = freezing_lib.path_rates(model, learning_rates, () if freezing is None else freezing.frozen)
+    if rates and not isinstance(opt, optimizers_lib.Optimizer):
+        raise ValueError(
+            "learning_rates needs a built-in optimizer (by name), whose learning rate it scales; a custom optax "
+            "transformation sets its own rates: use optax.multi_transform, or pass the optimizer by name"
+        )
     objective = Objective(
         loss=losses_lib.for_model(model, loss),
         penalties=tuple(regularizers_lib.get(r) for r in regularizers),
@@ -200,10 +236,11 @@ def create_train_state(
         from dlfund.data.augment import compose
 
         pipeline = compose(augment) or None
+    trained = params if freezing is None else freezing.split(params)[0]
     state = TrainState(
         params=params,
         model_state=model_state,
-        opt_state=opt.init(params),
+        opt_state=opt.init(trained),
         step=jnp.zeros([], jnp.int32),
         key=key,
         graphdef=graphdef,
@@ -215,5 +252,7 @@ def create_train_state(
         layout=layout,
         accumulate_steps=int(accumulate_steps),
         precision=precision_lib.check_precision(precision),
+        freezing=freezing,
+        rate_scales=freezing_lib.rate_scales(trained, rates, opt.learning_rate) if rates else None,
     )
     return state if layout is None else layout.place_state(state)

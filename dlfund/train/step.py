@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dlfund.train import freezing as freezing_lib
 from dlfund.train.state import TrainState
 
 Batch = tuple[jax.Array, jax.Array]  # (x [B, ...], y [B, ...])
@@ -45,13 +46,17 @@ def step_key(state: TrainState) -> jax.Array:
     return jax.random.fold_in(state.key, state.step)
 
 
-def _objective(params, state: TrainState, x: jax.Array, y: jax.Array, dropout_key: jax.Array):
-    """The mean data loss of ``(x, y)`` plus the penalty, and ``(data_loss, penalty, model_state, outputs)``."""
+def _objective(trained, state: TrainState, x: jax.Array, y: jax.Array, dropout_key: jax.Array):
+    """The mean data loss of ``(x, y)`` plus the penalty, and ``(data_loss, penalty, model_state, outputs)``.
+
+    ``trained``: the parameters being trained (all, unless some are frozen); the frozen ones come from ``state``
+    as constants, so no gradient flows to them and no penalty applies to them."""
     objective = state.objective
+    params = state.join_params(trained, state.split_params()[1])
     outputs, model_state = state.replace(params=params).apply(x, train=True, key=dropout_key)
     losses = objective.data_losses(outputs, y, state.hyper)
     data_loss = jnp.mean(losses)
-    penalty = objective.penalty(params, state.hyper)
+    penalty = objective.penalty(trained, state.hyper)
     return data_loss + penalty, (data_loss, penalty, model_state, StepOutputs(outputs, losses))
 
 
@@ -73,18 +78,20 @@ def _accumulated_gradients(state: TrainState, x, y, dropout_key, k: int):
     keys = jax.random.split(dropout_key, k)
     layout = state.layout
 
+    trained = state.split_params()[0]
+
     def body(carry, inputs):
         grad_sum, model_state = carry
         xi, yi, key = inputs
         if layout is not None:
             xi, yi = layout.shard_batch(xi), layout.shard_batch(yi)
         grads, (data_loss, penalty, model_state, outputs) = jax.grad(_objective, has_aux=True)(
-            state.params, state.replace(model_state=model_state), xi, yi, key
+            trained, state.replace(model_state=model_state), xi, yi, key
         )
         grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
         return (grad_sum, model_state), (data_loss, penalty, outputs)
 
-    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    zeros = jax.tree.map(jnp.zeros_like, trained)
     (grad_sum, model_state), (data_losses, penalties, outputs) = jax.lax.scan(
         body, (zeros, state.model_state), (xs, ys, keys)
     )
@@ -114,16 +121,18 @@ def train_step_with_outputs(state: TrainState, batch: Batch) -> tuple[TrainState
         x = state.augment(augment_key, x)
 
     k = state.accumulate_steps
+    trained, frozen = state.split_params()
     if k == 1:
         grads, (data_loss, penalty, model_state, outputs) = jax.grad(_objective, has_aux=True)(
-            state.params, state, x, y, dropout_key
+            trained, state, x, y, dropout_key
         )
     else:
         grads, data_loss, penalty, model_state, outputs = _accumulated_gradients(state, x, y, dropout_key, k)
     tx = state.optimizer.tx
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, trained)
+    updates = freezing_lib.scale_updates(updates, state.rate_scales)
     new_state = state.replace(
-        params=optax.apply_updates(state.params, updates),
+        params=state.join_params(optax.apply_updates(trained, updates), frozen),
         model_state=model_state,
         opt_state=opt_state,
         step=state.step + 1,
