@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 # Tests run on 2 workers: compilation is single-threaded, so two processes keep both cores busy.
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench experiments clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,17 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Every registered experiment in full, each writing results/<name>/ (results.json, report.md, figures); an
+# experiment whose claim does not hold is reported and the others still run.
+experiments: $(VENV)/.installed
+	@for name in $$($(BIN)/python -c "from dlfund.experiments import EXPERIMENTS; print(*EXPERIMENTS.names())"); do \
+		$(BIN)/dlfund experiment $$name --out results/$$name > /dev/null \
+			&& echo "$$name: every claim holds (results/$$name/report.md)" \
+			|| echo "$$name: a claim FAILS or the run failed (results/$$name/report.md)"; \
+	done
+
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_fit.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs results .pytest_cache

@@ -96,7 +96,7 @@ class ExperimentArgs:
     """Run an experiment: it trains real models, prints a report and checks each claim against the numbers."""
 
     name: Annotated[str, tyro.conf.Positional]
-    """the experiment: architectures, perceptron_xor, relu_vs_sigmoid, dropout"""
+    """the experiment: architectures, perceptron_xor, relu_vs_sigmoid, dropout, transfer_learning"""
     quick: bool = False
     """a smoke run with tiny settings (the verdicts then do not test the claims)"""
     out: str | None = None

@@ -77,7 +77,7 @@ class Pretrained:
         return (
             f"Pretrained({type(self.model).__name__} from {self.source}: {len(self.loaded)} weights loaded, "
             f"{len(self.initialized)} new ({', '.join(self.initialized)}), {len(self.skipped)} skipped "
-            f"({', '.join(self.skipped)}); normalization {'recorded' if self.normalization else 'unknown'})"
+            f"({', '.join(self.skipped)}); input normalization {'known' if self.normalization else 'unknown'})"
         )
 
 

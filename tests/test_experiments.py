@@ -27,3 +27,24 @@ def test_cli_experiment_command(tmp_path, capsys):
     assert "never classifies XOR" in capsys.readouterr().out
     assert cli.main(["experiment", "xor"]) == 2
     assert "Known experiments" in capsys.readouterr().err
+
+
+def test_transfer_learning_compares_six_ways_in_three_settings_and_draws_accuracy_against_k(tmp_path):
+    report = experiments.run("transfer_learning", quick=True, out_dir=tmp_path)
+    assert [(r["setting"], r["variant"]) for r in report.rows] == [
+        (setting, variant)
+        for setting in ("digits", "noisy digits", "shifted digits")
+        for variant in (
+            "scratch",
+            "linear probe",
+            "frozen backbone",
+            "fine-tune",
+            "head, then all",
+            "convs kept, dense redrawn",
+        )
+    ]
+    assert all(0.0 <= r["k=1"] <= 1.0 and 0.0 <= r["k=5"] <= 1.0 for r in report.rows)
+    assert len(report.checks) == 9
+    png = tmp_path / "transfer_learning.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "figure" not in json.loads((tmp_path / "results.json").read_text())

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -86,6 +87,27 @@ def test_the_l2_penalty_covers_the_trained_parameters_only():
     _, measurements = dlfund.train_step(state, (X[:16], Y[:16]))
     # "l2:c" is c * sum(w ** 2) over kernels: here the head's kernel alone (biases are not penalized).
     np.testing.assert_allclose(float(measurements["penalty"]), 0.1 * np.sum(head_kernel**2), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(execution="loop"),
+        dict(execution="chunk"),
+        dict(data_placement="stream"),
+        dict(accumulate_steps=2),
+        dict(precision="bfloat16"),
+    ],
+)
+def test_every_epoch_strategy_keeps_the_frozen_part_fixed(options):
+    model = small_cnn()
+    before = weights(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # bfloat16 on a CPU backend warns that it is slow
+        dlfund.fit(model, (X, Y), epochs=2, batch_size=16, optimizer="adamw", weight_decay=0.1, freeze="backbone",
+                   progress=False, **options)  # fmt: skip
+    after = weights(model)
+    assert sorted(n for n in before if not np.array_equal(before[n], after[n])) == ["head/bias", "head/kernel"]
 
 
 def test_freeze_batch_norm_false_lets_the_statistics_move_but_not_the_parameters():
@@ -191,6 +213,7 @@ def test_learning_rates_follow_the_schedule_of_the_base_rate():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
+        (dict(freeze=3), "freeze takes 'backbone', glob patterns of parameter paths or a callable"),
         (
             dict(freeze="conv/*"),
             "freeze pattern 'conv/*' matches no parameter of the model; its parameters start "
@@ -369,3 +392,60 @@ def test_normalize_like_on_arrays_and_readers():
     same = dlfund.transfer.normalize_like(ds, ds.normalization)
     np.testing.assert_allclose(same.test[0], ds.test[0], atol=1e-5)
     assert dataclasses.replace(same, normalization=ds.normalization).name == ds.name
+
+
+# --- with sweeps, run folders and files ------------------------------------------------------------------------
+
+
+def test_a_sweep_over_seeds_and_learning_rates_trains_each_members_head_on_the_same_frozen_backbone():
+    """Each member's backbone is its model_fn's, untouched; the learning_rates factors follow each member's rate."""
+    result = dlfund.sweep(
+        lambda rngs: small_cnn(seed=0),
+        (X, Y),
+        dlfund.grid(learning_rate=[1e-3, 1e-2]),
+        freeze="backbone",
+        epochs=2,
+        batch_size=16,
+        progress=False,
+    )
+    start = weights(small_cnn(seed=0))
+    members = [weights(model) for model in result.models()]
+    for member in members:
+        for name, value in start.items():
+            if not name.startswith("head/"):
+                np.testing.assert_array_equal(member[name], value, err_msg=name)
+    assert not np.array_equal(members[0]["head/kernel"], members[1]["head/kernel"])
+    # With the head's own rate, both members train it at 1e-3 whatever their base rate: the same head.
+    pinned = dlfund.sweep(
+        lambda rngs: small_cnn(seed=0),
+        (X, Y),
+        dlfund.grid(learning_rate=[1e-3, 1e-2]),
+        freeze="backbone",
+        learning_rates={"head": 1e-3},
+        epochs=2,
+        batch_size=16,
+        progress=False,
+    )
+    heads = [weights(model)["head/kernel"] for model in pinned.models()]
+    np.testing.assert_allclose(heads[0], heads[1], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(heads[0], members[0]["head/kernel"], rtol=1e-5, atol=1e-7)
+
+
+def test_a_resume_with_another_frozen_part_is_refused(tmp_path):
+    options = dict(epochs=1, batch_size=16, run_dir=tmp_path / "run", progress=False)
+    dlfund.fit(small_cnn(), (X, Y), freeze="backbone", **options)
+    with pytest.raises(ValueError, match="frozen"):
+        dlfund.fit(small_cnn(), (X, Y), **{**options, "epochs": 2}, resume=True)
+
+
+def test_a_weights_file_whose_arrays_do_not_fit_its_recorded_architecture_names_the_path_and_shapes(tmp_path):
+    path = tmp_path / "edited.npz"
+    dlfund.save_weights(path, dlfund.models.MLP(64, (32,), 10, rngs=nnx.Rngs(0)))
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    header = json.loads(str(arrays["__dlfund__"]))
+    header["config"]["hidden"] = [16]  # the header now describes another architecture than the arrays
+    arrays["__dlfund__"] = np.array(json.dumps(header))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"'dense/0/bias': the model has shape \(16,\), .* has shape \(32,\)"):
+        dlfund.transfer.from_pretrained(path, num_classes=3, rngs=nnx.Rngs(0))

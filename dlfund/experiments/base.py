@@ -38,6 +38,7 @@ class Report:
       checks: the claims tested, each with its verdict.
       quick: whether this was a smoke run (tiny settings; verdicts not meaningful).
       seconds: wall time of the whole experiment.
+      figure: a matplotlib ``Figure`` of the results, or None; :meth:`save` writes it as ``<name>.png``.
     """
 
     name: str
@@ -46,6 +47,7 @@ class Report:
     checks: list[Check]
     quick: bool = False
     seconds: float = 0.0
+    figure: Any = dataclasses.field(default=None, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -66,11 +68,25 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def save(self, directory: str | os.PathLike) -> list[str]:
-        """Writes ``results.json`` and ``report.md`` into ``directory``."""
+        """Writes ``results.json`` and ``report.md`` (and ``<name>.png`` with a figure) into ``directory``."""
         directory = Path(directory)
-        io_lib.write_json(directory / "results.json", dataclasses.asdict(self) | {"passed": self.passed})
+        record = {
+            "name": self.name,
+            "claim": self.claim,
+            "rows": self.rows,
+            "checks": [dataclasses.asdict(c) for c in self.checks],
+            "quick": self.quick,
+            "seconds": self.seconds,
+            "passed": self.passed,
+        }
+        io_lib.write_json(directory / "results.json", record)
         io_lib.write_text(directory / "report.md", self.markdown())
-        return [str(directory / "results.json"), str(directory / "report.md")]
+        written = [str(directory / "results.json"), str(directory / "report.md")]
+        if self.figure is not None:
+            path = directory / f"{self.name}.png"
+            io_lib.write_with(path, lambda f: self.figure.savefig(f, format="png", dpi=110))
+            written.append(str(path))
+        return written
 
 
 def _cell(value: Any) -> str:
@@ -86,7 +102,7 @@ class Experiment:
     Attributes:
       name: registry name (``dlfund experiment NAME``).
       claim: the claim it tests, one sentence.
-      run: ``run(quick: bool, data_dir: str | None) -> (rows, checks)``.
+      run: ``run(quick: bool, data_dir: str | None) -> (rows, checks)`` or ``(rows, checks, figure)``.
       expected: what a full run takes and shows on this project's 2-core CPU, for the docs.
     """
 
@@ -97,5 +113,13 @@ class Experiment:
 
     def __call__(self, *, quick: bool = False, data_dir: str | None = None) -> Report:
         start = time.perf_counter()
-        rows, checks = self.run(quick=quick, data_dir=data_dir)
-        return Report(self.name, self.claim, rows, checks, quick=quick, seconds=time.perf_counter() - start)
+        rows, checks, *figure = self.run(quick=quick, data_dir=data_dir)
+        return Report(
+            self.name,
+            self.claim,
+            rows,
+            checks,
+            quick=quick,
+            seconds=time.perf_counter() - start,
+            figure=figure[0] if figure else None,
+        )

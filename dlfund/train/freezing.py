@@ -96,7 +96,13 @@ def frozen_paths(model: nnx.Module, freeze: Any) -> tuple[str, ...]:
       ValueError: a pattern that matches no parameter (the message lists the top-level names), an unknown spec,
         or a spec that freezes every parameter (nothing would train).
     """
-    if freeze is None or (not isinstance(freeze, str) and not callable(freeze) and not tuple(freeze)):
+    if freeze is None:
+        return ()
+    if not isinstance(freeze, (str, list, tuple)) and not callable(freeze):
+        raise ValueError(
+            f"freeze takes 'backbone', glob patterns of parameter paths or a callable path -> bool; got {freeze!r}"
+        )
+    if isinstance(freeze, (list, tuple)) and not freeze:
         return ()
     paths = param_paths(model)
     if freeze == BACKBONE:
@@ -243,8 +249,3 @@ def scale_updates(updates: Any, scales: Any) -> Any:
     if scales is None:
         return updates
     return jax.tree.map(lambda u, s: u * s.astype(u.dtype), updates, scales)
-
-
-def describe(freeze: Any) -> Any:
-    """A JSON-friendly form of a ``freeze`` spec (a callable by its name)."""
-    return None if freeze is None else _describe(freeze)
