@@ -449,3 +449,15 @@ def test_a_weights_file_whose_arrays_do_not_fit_its_recorded_architecture_names_
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match=r"'dense/0/bias': the model has shape \(16,\), .* has shape \(32,\)"):
         dlfund.transfer.from_pretrained(path, num_classes=3, rngs=nnx.Rngs(0))
+
+
+def test_reinitialize_redraws_the_named_layers_too():
+    source = small_cnn(10)
+    pretrained = dlfund.transfer.from_pretrained(source, num_classes=3, rngs=nnx.Rngs(1), reinitialize="dense")
+    assert set(pretrained.initialized) == {"dense/0/bias", "dense/0/kernel", "head/bias", "head/kernel"}
+    assert set(pretrained.skipped) == set(pretrained.initialized)  # the source's own, not loaded
+    old, new = weights(source), weights(pretrained.model)
+    assert not np.array_equal(old["dense/0/kernel"], new["dense/0/kernel"])
+    np.testing.assert_array_equal(old["convs/1/kernel"], new["convs/1/kernel"])
+    with pytest.raises(ValueError, match="reinitialize pattern 'dens' matches no weight of the CNN"):
+        dlfund.transfer.from_pretrained(source, num_classes=3, rngs=nnx.Rngs(1), reinitialize="dens")
