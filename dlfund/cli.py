@@ -109,7 +109,9 @@ def experiment(args: ExperimentArgs):
     """Runs an experiment, prints its report, writes it to a folder; exit status 1 if a claim failed."""
     from dlfund import experiments
 
-    experiments.EXPERIMENTS.get(args.name)  # an unknown name fails before anything runs
+    chosen = experiments.EXPERIMENTS.get(args.name)  # an unknown name fails before anything runs
+    if chosen.expected and not args.quick:  # some take minutes: say so before they start
+        print(f"{args.name}: on this project's 2-core CPU, {chosen.expected}", flush=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("runs") / f"experiment-{args.name}-{stamp}"
     report = experiments.run(args.name, quick=args.quick, data_dir=args.data_dir, out_dir=out)

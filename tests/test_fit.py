@@ -6,6 +6,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -301,6 +302,25 @@ def test_a_diverging_run_stops_with_the_epoch_and_step_and_keeps_finite_weights(
     for leaf in jax.tree.leaves(params_of(result.model)):
         assert np.isfinite(leaf).all()
     assert len(result.history) < 20
+
+
+def test_the_stop_message_names_the_exact_step_that_went_non_finite(blobs):
+    """The poisoned example sits in the 8th batch of epoch 1; the message, and the state, stop right there."""
+    from dlfund.train.execution import epoch_order
+    from dlfund.train.fit import order_root
+
+    x, y = blobs[0]
+    order = np.asarray(epoch_order(jax.random.fold_in(order_root(0), 1), len(y), 16))
+    y = y.copy()
+    y[order[7, 0]] = 3  # the only example of class 3, in batch 8 of 15
+
+    def loss(outputs, labels):  # NaN exactly on the batch that holds class 3
+        return jnp.where(labels == 3, jnp.nan, optax.softmax_cross_entropy_with_integer_labels(outputs, labels))
+
+    expected = r"the loss became NaN/Inf at epoch 1, step 8 of 15 \(global step 8\)"
+    with pytest.warns(dlfund.NonFiniteLossWarning, match=expected):
+        result = quiet_fit(MLP(4, (8,), 4, rngs=nnx.Rngs(0)), (x, y), loss=loss, metrics=())
+    assert int(result.state.step) == 7 and len(result.history) == 0
 
 
 def test_a_nan_gradient_with_a_finite_loss_is_caught_even_at_the_last_step(blobs):

@@ -79,6 +79,20 @@ def test_a_model_with_too_few_outputs_is_a_model_error():
         dlfund.fit(MLP(6, (8,), 1, rngs=nnx.Rngs(0)), (x, y), loss="binary_cross_entropy", **FIT)
 
 
+def test_a_label_equal_to_the_number_of_outputs_is_out_of_range():
+    """The off-by-one boundary: 3 outputs take labels 0..2, so label 3 is refused, by fit and by evaluate."""
+    x, y = blobs(classes=3)
+    edge = np.where(y == 2, 3, y)  # labels 0, 1, 3: the highest equals the number of outputs
+    expected = r"the model has 3 outputs but the labels go up to 3: build it with num_classes=4"
+    with pytest.raises(ValueError, match=expected):
+        dlfund.fit(MLP(6, (8,), 3, rngs=nnx.Rngs(0)), (x, edge), **FIT)
+    with pytest.raises(ValueError, match=r"binary classifier \(one score per example.*labels go up to 2"):
+        dlfund.fit(MLP(6, (8,), 1, rngs=nnx.Rngs(0)), (x, y), loss="binary_cross_entropy", **FIT)
+    # evaluate has no model-size check: the label check itself must refuse the boundary label.
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\); found \[3\]"):
+        dlfund.evaluate(MLP(6, (8,), 3, rngs=nnx.Rngs(0)), (x, edge))
+
+
 def test_the_scale_check_sees_every_feature_and_the_whole_range():
     """A flat stride through [N, F] data can land on one column; whole examples are sampled instead."""
     from dlfund.train import checks

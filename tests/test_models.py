@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from model_helpers import dropout_keys
 
 import dlfund
 from dlfund.models import MLP, LogisticRegression, Perceptron, perceptron_rule
@@ -40,14 +41,12 @@ def test_mlp_dropout_is_active_in_training_and_off_in_eval():
     np.testing.assert_array_equal(model(x), model(x, rngs=jax.random.key(3)))
 
 
-def test_mlp_layers_get_different_dropout_masks():
-    model = MLP(8, (8, 8), 2, dropout=0.5, activation="identity", rngs=nnx.Rngs(0))
-    masks = []
-    x = jnp.ones((1, 8))
-    for i, dense in enumerate(model.dense):
-        x = dense(x)
-        masks.append(np.asarray(model.dropout(jnp.ones_like(x), rngs=jax.random.fold_in(jax.random.key(0), i)) > 0))
-    assert not np.array_equal(masks[0], masks[1])
+def test_mlp_layers_get_different_dropout_keys(monkeypatch):
+    """One key per hidden layer, drawn by the model itself: the same key would drop the same units in every layer
+    of equal width."""
+    model = MLP(8, (8, 8, 8), 2, dropout=0.5, activation="identity", rngs=nnx.Rngs(0))
+    keys = dropout_keys(monkeypatch, model, np.ones((4, 8), np.float32), jax.random.key(0))
+    assert len(keys) == 3 and len(set(keys)) == 3
 
 
 def test_batch_norm_statistics_move_in_training_only():

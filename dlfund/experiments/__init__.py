@@ -40,7 +40,7 @@ EXPERIMENTS.register(
         "In a deep network sigmoid's gradients vanish towards the first layers while ReLU's do not, so ReLU "
         "trains the same deep MLP much faster.",
         classics.relu_vs_sigmoid,
-        "about a minute",
+        "about 10 seconds; test accuracy after 20 epochs ReLU ~0.98, sigmoid 0.10 (chance)",
     ),
 )
 EXPERIMENTS.register(
@@ -50,7 +50,7 @@ EXPERIMENTS.register(
         "On a small training set with noisy labels a large MLP memorizes everything; dropout resists it, narrows "
         "the train/validation gap and lowers the best validation loss.",
         classics.dropout,
-        "about a minute",
+        "about 15 seconds; dropout 0.5 keeps the training loss ~50x higher and lowers the best validation loss",
     ),
 )
 EXPERIMENTS.register(

@@ -39,6 +39,7 @@ class Report:
       quick: whether this was a smoke run (tiny settings; verdicts not meaningful).
       seconds: wall time of the whole experiment.
       figure: a matplotlib ``Figure`` of the results, or None; :meth:`save` writes it as ``<name>.png``.
+      expected: what a full run takes and shows on this project's 2-core CPU (the experiment's own words).
     """
 
     name: str
@@ -48,6 +49,7 @@ class Report:
     quick: bool = False
     seconds: float = 0.0
     figure: Any = dataclasses.field(default=None, repr=False)
+    expected: str = ""
 
     @property
     def passed(self) -> bool:
@@ -56,6 +58,8 @@ class Report:
     def markdown(self) -> str:
         """The report as Markdown: claim, a table of runs, and the verdict on each claim."""
         lines = [f"# {self.name}", "", self.claim, ""]
+        if self.expected and not self.quick:
+            lines += [f"Expected on this project's 2-core CPU: {self.expected}.", ""]
         if self.quick:
             lines += ["*Quick smoke run: tiny settings, the verdicts below do not test the claim.*", ""]
         columns = list(dict.fromkeys(k for row in self.rows for k in row))
@@ -77,6 +81,7 @@ class Report:
             "checks": [dataclasses.asdict(c) for c in self.checks],
             "quick": self.quick,
             "seconds": self.seconds,
+            "expected": self.expected,
             "passed": self.passed,
         }
         io_lib.write_json(directory / "results.json", record)
@@ -122,4 +127,5 @@ class Experiment:
             quick=quick,
             seconds=time.perf_counter() - start,
             figure=figure[0] if figure else None,
+            expected=self.expected,
         )
