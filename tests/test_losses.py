@@ -1,3 +1,5 @@
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,3 +91,29 @@ def test_errors_list_known_names_and_check_options():
         losses.get("mse", label_smoothing=0.1)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         losses.get("softmax_cross_entropy", label_smoothing=1.5)
+
+
+def test_losses_on_hand_computed_values():
+    """Known values from the definitions, independent of optax (which dlfund's losses call)."""
+    two = jnp.log(jnp.array([[1.0, 3.0], [1.0, 3.0]]))  # softmax [0.25, 0.75]
+    labels = jnp.array([1, 0])
+    ce = losses.get("softmax_cross_entropy")
+    np.testing.assert_allclose(ce(two, labels), [-math.log(0.75), math.log(4)], rtol=1e-6)
+    np.testing.assert_allclose(ce(jnp.zeros((3, 5)), jnp.array([0, 2, 4])), math.log(5), rtol=1e-6)  # uniform: ln C
+    # Label smoothing a mixes the one-hot target with the uniform 1/C: for C = 2, targets a/2 and 1 - a/2.
+    smoothed = losses.get("softmax_cross_entropy", label_smoothing=0.1)(two, labels)
+    expected = [-(0.05 * math.log(0.25) + 0.95 * math.log(0.75)), -(0.95 * math.log(0.25) + 0.05 * math.log(0.75))]
+    np.testing.assert_allclose(smoothed, expected, rtol=1e-6)
+    # Binary cross-entropy on one logit: sigmoid(ln 3) = 0.75, sigmoid(0) = 0.5.
+    bce = losses.get("binary_cross_entropy")(jnp.array([[math.log(3)], [math.log(3)], [0.0]]), jnp.array([1, 0, 1]))
+    np.testing.assert_allclose(bce, [-math.log(0.75), math.log(4), math.log(2)], rtol=1e-6)
+    # MSE averages over every non-batch axis.
+    mse = losses.get("mse")
+    np.testing.assert_allclose(
+        mse(jnp.array([[1.0, 2.0], [0.0, 0.0]]), jnp.array([[0.0, 0.0], [3.0, 4.0]])), [2.5, 12.5]
+    )
+    np.testing.assert_allclose(mse(jnp.ones((2, 2, 2)), jnp.zeros((2, 2, 2))), [1.0, 1.0])
+    # Margin losses with targets t = 2 * label - 1: hinge max(0, 1 - t s), perceptron max(0, -t s).
+    scores, binary = jnp.array([2.0, 0.5, -1.0, -3.0, 0.5]), jnp.array([1, 1, 1, 0, 0])
+    np.testing.assert_allclose(losses.get("hinge")(scores, binary), [0.0, 0.5, 2.0, 0.0, 1.5])
+    np.testing.assert_allclose(losses.get("perceptron")(scores, binary), [0.0, 0.0, 1.0, 0.0, 0.5])
