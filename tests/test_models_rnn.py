@@ -174,9 +174,10 @@ def test_lstm_fit_loss_goes_down():
         dlfund.fit(model, (x.reshape(128, -1), y), epochs=1, batch_size=8, progress=False)
 
 
-def test_gru_regression_fit_end_to_end():
-    x, _ = _sign_task(16, 1)
-    gru = GRU(2, 4, 1, output="regress", rngs=nnx.Rngs(0))
-    result = dlfund.fit(gru, (x, x[:, :, 0].sum(axis=1)), epochs=1, batch_size=8, progress=False)
+def test_gru_regression_fit_loss_goes_down():
+    x, _ = _sign_task(64, 1)
+    gru = GRU(2, 8, 1, output="regress", rngs=nnx.Rngs(0))
+    result = dlfund.fit(gru, (x, x[:, :, 0].sum(axis=1)), epochs=8, batch_size=8, learning_rate=2e-2, progress=False)
+    loss = result.history["loss"]
     assert result.state.objective.loss.name == "mse" and "accuracy" not in result.history
-    assert np.isfinite(result.history["loss"][0])
+    assert loss[-1] < 0.5 * loss[0], loss  # the target's variance is 5: a GRU that ignores x stays near it
