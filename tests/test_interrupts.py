@@ -330,3 +330,35 @@ def test_ctrl_c_during_a_long_compiled_call_stops_at_once():
     assert words and words[0] == "interrupted", out + err[-2000:]
     assert float(words[1]) - sent < 1.0  # not at the end of the run, tens of seconds later
     assert int(words[2]) >= 1  # calls last ~0.5 s, so the epochs of the calls before the interrupt are kept
+
+
+def test_dlfund_resume_finishes_an_interrupted_train_exactly_as_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
+    args = ["--epochs", "4", "--hidden", "16", "--patience", "0", "--no-progress"]
+    fit = dlfund.fit
+
+    def interrupted(*a, **kwargs):  # Ctrl-C after epoch 2 of dlfund train
+        return fit(*a, **{**kwargs, "callbacks": (*kwargs.get("callbacks", ()), InterruptAt(2))})
+
+    monkeypatch.setattr(dlfund, "fit", interrupted)
+    assert cli.main(["train", *args, "--run-dir", str(tmp_path / "a")]) == cli.EXIT_INTERRUPTED
+    assert f"dlfund resume {tmp_path / 'a'}" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert cli.main(["resume", str(tmp_path / "a"), "--no-progress"]) == 0  # no --epochs: the run's own 4
+    assert cli.main(["train", *args, "--run-dir", str(tmp_path / "b")]) == 0
+    resumed, straight = (dlfund.load_run(tmp_path / name) for name in "ab")
+    assert resumed.finished and len(resumed.history) == 4 and resumed.history == straight.history
+    a, b = (json.loads((tmp_path / name / "metrics.json").read_text())["test"] for name in "ab")
+    assert a == b
+    capsys.readouterr()
+    assert cli.main(["resume", str(tmp_path / "a"), "--epochs", "0"]) == 2
+    assert "--epochs must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_dlfund_resume_refuses_folders_it_cannot_continue(tmp_path, capsys):
+    assert cli.main(["resume", str(tmp_path / "nothing")]) == 2
+    assert "is not a dlfund run folder (no config.json)" in capsys.readouterr().err
+    x, y = problem()
+    run_dir = tmp_path / "py"
+    dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=1, progress=False, run_dir=run_dir)
+    assert cli.main(["resume", str(run_dir)]) == 2
+    assert "written by dlfund.fit from Python" in capsys.readouterr().err
