@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -155,8 +156,8 @@ class Freezing:
     def _is_frozen(self, path: tuple[Any, ...], _value: Any) -> bool:
         return path_name(path) in self._frozen_set
 
-    @property
-    def _frozen_set(self) -> frozenset[str]:
+    @functools.cached_property
+    def _frozen_set(self) -> frozenset[str]:  # read once per parameter while a step is traced
         return frozenset(self.frozen)
 
     def split(self, params: nnx.State) -> tuple[nnx.State, nnx.State]:
