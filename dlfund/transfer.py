@@ -22,26 +22,19 @@ raw (stored) values.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from dlfund import weights as weights_lib
 from dlfund.data.dataset import Normalization
-from dlfund.train import checks
-from dlfund.train.devices import shard_batch
-from dlfund.train.evaluation import EVAL_BATCH_SIZE, _batch_indices, eval_batch_size, eval_state
+from dlfund.train.evaluation import EVAL_BATCH_SIZE, inference_inputs, predict_arrays
 from dlfund.train.freezing import head_name, matches
-from dlfund.train.state import TrainState
 
 logger = logging.getLogger("dlfund")
 
@@ -248,19 +241,6 @@ def _reinitialized(model: nnx.Module, reinitialize: str | Sequence[str]) -> list
     return patterns
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size",))
-def _embed_arrays(state: TrainState, x: jax.Array, *, batch_size: int) -> jax.Array:
-    n = x.shape[0]
-    module = state.model()
-
-    def body(_, i):
-        idx, _mask = _batch_indices(i, batch_size, n)
-        return None, module.penultimate(shard_batch(state.layout, x[idx]))
-
-    _, features = jax.lax.scan(body, None, jnp.arange(math.ceil(n / batch_size)))
-    return features.reshape(-1, *features.shape[2:])[:n]
-
-
 def embed(model: nnx.Module, x: Any, *, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Penultimate-layer features of every example of x [N, ...]: float32 [N, F], in eval mode (no dropout,
     batch norm on its running statistics), in compiled batches.
@@ -276,13 +256,8 @@ def embed(model: nnx.Module, x: Any, *, batch_size: int = EVAL_BATCH_SIZE) -> np
             f"{type(model).__name__} has no penultimate(x) method, so its features are unknown; dlfund's models "
             "define it (the input of their head)"
         )
-    x = np.asarray(x, np.float32)
-    checks.check_batched_input(model, x.shape)
-    if len(x) == 0:
-        raise ValueError("x holds no examples (shape [0, ...]); there is nothing to embed")
-    state = eval_state(model)
-    batch_size = eval_batch_size(state, checks.check_positive_int("batch_size", batch_size), len(x))
-    return np.asarray(_embed_arrays(state, x, batch_size=batch_size))
+    state, x, batch_size = inference_inputs(model, x, batch_size, "embed")
+    return np.asarray(predict_arrays(state, x, batch_size=batch_size, features=True))
 
 
 __all__ = ["Pretrained", "embed", "from_pretrained", "normalize_like"]

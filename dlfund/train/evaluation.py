@@ -83,13 +83,16 @@ def evaluate_source(state: TrainState, data, *, batch_size: int, metrics: tuple[
     return tuple(m.compute(s) for m, s in zip(metrics, metric_states))
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size",))
-def _predict_arrays(state: TrainState, x: jax.Array, *, batch_size: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("batch_size", "features"))
+def predict_arrays(state: TrainState, x: jax.Array, *, batch_size: int, features: bool = False) -> jax.Array:
+    """Eval-mode outputs [N, ...] of every example of x, in batches (the last one padded); ``features``: the
+    model's ``penultimate(x)`` (what its head reads) instead of its outputs."""
     n = x.shape[0]
 
     def body(_, i):
         idx, _mask = _batch_indices(i, batch_size, n)
-        outputs, _ = state.apply(shard_batch(state.layout, x[idx]), train=False)
+        batch = shard_batch(state.layout, x[idx])
+        outputs = state.model().penultimate(batch) if features else state.apply(batch, train=False)[0]
         return None, outputs
 
     _, outputs = jax.lax.scan(body, None, jnp.arange(math.ceil(n / batch_size)))
@@ -245,13 +248,19 @@ def predict(model: nnx.Module, x: Any, *, batch_size: int = EVAL_BATCH_SIZE) -> 
     Raises:
       ValueError: examples that do not fit the model; a single example (no batch axis) is told to use ``x[None]``.
     """
+    state, x, batch_size = inference_inputs(model, x, batch_size, "predict")
+    return np.asarray(predict_arrays(state, x, batch_size=batch_size))
+
+
+def inference_inputs(model: nnx.Module, x: Any, batch_size: int, what: str) -> tuple[TrainState, np.ndarray, int]:
+    """``(eval state, x as float32 [N, ...], rows per batch)`` for inference on ``x``, after checking that the
+    examples fit ``model`` and that there is at least one (``what``: the verb for the message)."""
     x = np.asarray(x, np.float32)
     checks.check_batched_input(model, x.shape)
     if len(x) == 0:
-        raise ValueError("x holds no examples (shape [0, ...]); there is nothing to predict")
+        raise ValueError(f"x holds no examples (shape [0, ...]); there is nothing to {what}")
     state = eval_state(model)
-    batch_size = eval_batch_size(state, checks.check_positive_int("batch_size", batch_size), len(x))
-    return np.asarray(_predict_arrays(state, x, batch_size=batch_size))
+    return state, x, eval_batch_size(state, checks.check_positive_int("batch_size", batch_size), len(x))
 
 
 def predict_classes(model: nnx.Module, x: Any, *, loss: Any = None, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
