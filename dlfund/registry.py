@@ -24,6 +24,8 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        # Old names kept working after a rename; not listed by names(), so nothing runs twice under two names.
+        self._aliases: dict[str, str] = {}
 
     def register(self, name: str, obj: T | None = None):
         """Registers ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
@@ -36,6 +38,30 @@ class Registry(Generic[T]):
 
         return add if obj is None else add(obj)
 
+    def alias(self, old: str, name: str) -> None:
+        """Makes ``old`` another name for the registered ``name`` (a renamed entry's old name keeps working).
+
+        ``get(old)`` returns the entry of ``name``; :meth:`names` lists ``name`` only; :meth:`aliases` maps old to new.
+        """
+        old = old.strip().lower().replace("-", "_")
+        if name not in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is not registered, so {old!r} cannot stand for it")
+        if old in self._entries or old in self._aliases:
+            raise ValueError(f"{self.kind} {old!r} is already registered")
+        self._aliases[old] = name
+
+    def aliases(self) -> dict[str, str]:
+        """Old names and the registered names they stand for."""
+        return dict(self._aliases)
+
+    def canonical(self, name: str) -> str:
+        """The registered name that ``name`` (a name or an alias, any case, "-" or "_") stands for."""
+        key = name.strip().lower().replace("-", "_")
+        key = self._aliases.get(key, key)
+        if key in self._entries:
+            return key
+        raise ValueError(self.unknown_message(name))
+
     def __getitem__(self, name: str) -> T:
         return self.get(name)
 
@@ -43,13 +69,10 @@ class Registry(Generic[T]):
         """The entry called ``name``; ``ValueError`` listing the known names if there is none."""
         if not isinstance(name, str):
             raise TypeError(f"{self.kind} must be given by name (a str), got {type(name).__name__}")
-        key = name.strip().lower().replace("-", "_")
-        if key in self._entries:
-            return self._entries[key]
-        raise ValueError(self.unknown_message(name))
+        return self._entries[self.canonical(name)]
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name.lower(), list(self._entries), n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name.lower(), [*self._entries, *self._aliases], n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         return f"Unknown {self.kind} {name!r}.{hint} Known {_plural(self.kind)}: {', '.join(self.names())}."
 
@@ -67,7 +90,10 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower().replace("-", "_") in self._entries
+        if not isinstance(name, str):
+            return False
+        key = name.strip().lower().replace("-", "_")
+        return key in self._entries or key in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
