@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from flax import nnx
 from tensorflow_datasets.core.download import downloader, resource
 
+from dlfund import fit, models
 from dlfund.data import CorruptDatasetError, DatasetNotPreparedError, load, network
 from dlfund.data.builders.downloaded import Cifar10, Cifar100, FashionMnist, Kmnist, Mnist, read_idx
 from dlfund.data.preparation import incomplete_dirs, partial_downloads
@@ -188,6 +190,26 @@ def test_class_names_come_from_the_tfds_class_label(tmp_path):
     assert fashion.class_names[:3] == ("T-shirt/top", "Trouser", "Pullover")
     assert fashion.class_names[-1] == "Ankle boot"
     assert kmnist.class_names == ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
+
+
+@pytest.mark.parametrize("download", [None, False])
+def test_under_the_mock_loading_just_works_without_files_or_a_probe(tmp_path, monkeypatch, download):
+    """As with tfds itself: a user's test of their training code runs under mock_data, offline, as written."""
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was probed under tfds.testing.mock_data")
+
+    monkeypatch.setattr(network, "reachable", no_network)
+    with tfds.testing.mock_data(num_examples=40):
+        ds = load("mnist", data_dir=tmp_path / "data", download=download)
+        model = models.MLP(28 * 28, (16,), 10, rngs=nnx.Rngs(0))
+        history = fit(model, ds, epochs=2, batch_size=8, progress=False).history
+    assert [len(y) for _, y in ds.splits().values()] == [36, 4, 40]
+    assert np.isfinite(history["loss"]).all() and len(history["loss"]) == 2
+    assert not (tmp_path / "data").exists()  # nothing prepared, nothing written
+    # Outside the mock the same call is offline again: not prepared, and it says so at once.
+    with pytest.raises(DatasetNotPreparedError, match="not prepared"):
+        load("mnist", data_dir=tmp_path / "data", download=False)
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10"])

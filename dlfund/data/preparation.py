@@ -72,7 +72,8 @@ def prepare(
         does not answer, or the download failed); nothing was written or deleted in the first two cases.
     """
     builder = builder_cls(data_dir=os.fspath(data_dir))
-    if is_prepared(builder):
+    if is_prepared(builder) or tfds_is_mocked():
+        # Under tfds.testing.mock_data the builder reads generated records: nothing to prepare, nothing to probe.
         return builder
     urls = source_urls(builder_cls)
     if urls:
@@ -100,6 +101,18 @@ def prepare(
                 reason = f"preparing it failed ({cause})"
                 raise DatasetNotPreparedError(not_prepared_message(builder, data_dir, reason)) from error
     return builder
+
+
+def tfds_is_mocked() -> bool:
+    """Whether ``tfds.testing.mock_data`` is active (it replaces ``DatasetBuilder.download_and_prepare``).
+
+    Under the mock, loading must work as it does with ``tfds`` itself, without files or a network, so that users
+    can test their training code the way the Flax examples do.
+    """
+    import tensorflow_datasets as tfds
+
+    prepare_fn = tfds.core.DatasetBuilder.download_and_prepare
+    return getattr(prepare_fn, "__module__", "").startswith("tensorflow_datasets.testing")
 
 
 def source_urls(builder_cls: type[tfds.core.DatasetBuilder]) -> tuple[str, ...]:
