@@ -26,6 +26,8 @@ from dlfund import (
 from dlfund._version import __version__
 from dlfund.env import env_report
 from dlfund.history import History
+from dlfund.model_summary import Summary, summary
+from dlfund.plotting import plot_confusion_matrix, plot_precision_recall_curve, plot_roc_curve
 from dlfund.train import (
     Callback,
     EarlyStopping,
@@ -69,6 +71,7 @@ __all__ = [
     "NonFiniteLossWarning",
     "RecompileWarning",
     "Run",
+    "Summary",
     "SweepResult",
     "TrainState",
     "TrainingInterrupted",
@@ -92,10 +95,14 @@ __all__ = [
     "models",
     "optimizers",
     "param_paths",
+    "plot_confusion_matrix",
+    "plot_precision_recall_curve",
+    "plot_roc_curve",
     "predict",
     "predict_classes",
     "regularizers",
     "save_weights",
+    "summary",
     "sweep",
     "train_step",
     "transfer",

@@ -29,7 +29,7 @@ import tyro
 
 from dlfund.config import SweepConfig, TrainConfig
 from dlfund.train.fit import TrainingInterrupted
-from dlfund.train.run import CONFIG_FILE, METRICS_FILE, read_outcome
+from dlfund.train.run import CONFIG_FILE, METRICS_FILE, read_outcome, write_evaluation_figures
 
 COMMANDS = {
     "train": "train a model on a dataset, write a run folder and evaluate on the test split",
@@ -151,14 +151,32 @@ def _load_dataset(config: TrainConfig, data_dir: str | None = None):
     )
 
 
-def _evaluate(model, split, config: TrainConfig, ds) -> dict[str, Any]:
-    """dlfund.evaluate, plus per-class precision/recall/F1/support for a classifier."""
-    import dlfund
+def _evaluation(model, split, config: TrainConfig, ds) -> tuple[dict[str, Any], Any]:
+    """dlfund.evaluate, plus per-class precision/recall/F1/support for a classifier and, for a binary one, the
+    area under the ROC curve and the average precision of its scores; returns the metrics and ``(scores,
+    threshold)`` of a binary classifier (else None), for the figures. Every process of a multi-process run calls
+    it (predicting is collective there)."""
+    import numpy as np
 
-    metrics = dlfund.evaluate(model, split, loss=config.loss_for(ds))
+    import dlfund
+    from dlfund.train.run import binary_scores
+
+    loss = config.loss_for(ds)
+    metrics = dlfund.evaluate(model, split, loss=loss)
+    binary = None
     if "confusion_matrix" in metrics:
         metrics["per_class"] = dlfund.metrics.per_class_from_confusion(metrics["confusion_matrix"], ds.class_names)
-    return metrics
+        x, y = split
+        binary = binary_scores(model, x, loss) if len(metrics["confusion_matrix"]) == 2 else None
+        if binary is not None and np.unique(y).size == 2:  # both classes: the curves are defined
+            metrics["roc_auc"] = dlfund.metrics.roc_auc(y, binary[0])
+            metrics["average_precision"] = dlfund.metrics.average_precision(y, binary[0])
+    return metrics, binary
+
+
+def _evaluate(model, split, config: TrainConfig, ds) -> dict[str, Any]:
+    """The metrics of :func:`_evaluation`."""
+    return _evaluation(model, split, config, ds)[0]
 
 
 def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, data_dir: str | None = None):
@@ -174,6 +192,10 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
     if main:
         print(f"run folder: {run_dir}", flush=True)
     ds, model = _load_data_and_model(config, data_dir)
+    if main:
+        from dlfund.model_summary import summary
+
+        print(summary(model, ds.input_shape), flush=True)
     options = config.fit_config(
         ds,
         progress=progress,
@@ -182,7 +204,7 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
         run_info={"cli": {**config.to_dict(), "run_dir": str(run_dir)}, "dataset": _dataset_info(ds)},
     )
     result = dlfund.fit(model, ds, **options.as_kwargs())
-    test = _evaluate(result.model, ds.test, config, ds)
+    test, binary = _evaluation(result.model, ds.test, config, ds)
     metrics = {
         "test": test,
         "best_epoch": result.best_epoch,
@@ -196,7 +218,12 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
             metrics["test"]["persistence_mse"] = dlfund.data.persistence_mse(ds)
     if main:
         io_lib.write_json(run_dir / METRICS_FILE, metrics)
-        print(_summary(run_dir, test, result), flush=True)
+        figures = []
+        if "confusion_matrix" in test:
+            figures = write_evaluation_figures(
+                run_dir, test["confusion_matrix"], class_names=ds.class_names, y_true=ds.test[1], binary=binary
+            )
+        print(_summary(run_dir, test, result, figures), flush=True)
     return metrics
 
 
@@ -494,12 +521,13 @@ def predict(args: PredictArgs) -> list[dict[str, Any]]:
     return rows
 
 
-def _summary(run_dir: Path, test: dict[str, Any], result) -> str:
+def _summary(run_dir: Path, test: dict[str, Any], result, figures: list[str]) -> str:
+    files = ", ".join(["metrics.json", "loss_curve.png", *figures, "weights.safetensors", "checkpoints/"])
     lines = [
         f"epochs: {len(result.history)} (best {result.best_epoch})"
         + (f"; {result.stop_reason}" if result.stop_reason else ""),
         _scores_line("test", test),
-        f"written to {run_dir}: metrics.json, loss_curve.png, weights.safetensors, checkpoints/",
+        f"written to {run_dir}: {files}",
     ]
     return "\n".join(lines)
 

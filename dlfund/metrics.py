@@ -21,6 +21,11 @@ Two ways to measure the same thing:
   function and equal configurations share one compilation. Feeding several batches gives the function's value
   on their concatenation.
 
+* **Threshold curves** of a binary classifier's scores (``roc_curve``, ``precision_recall_curve``, ``roc_auc``,
+  ``average_precision``) take labels in {0, 1} and one score per example, and agree with scikit-learn's
+  ``roc_curve``, ``precision_recall_curve``, ``roc_auc_score`` and ``average_precision_score`` (ties included);
+  they run in NumPy (float64), since the number of thresholds depends on the data.
+
 Every precision / recall / F1 value, whichever form asked for it, comes from one confusion matrix through
 :func:`scores_from_confusion`, so the two forms cannot drift apart. That function, like
 :func:`confusion_counts`, runs on NumPy or JAX arrays: the functions score concrete inputs in NumPy (float64,
@@ -958,3 +963,192 @@ def classification_report(
         y_true, y_pred, num_classes=num_classes, class_names=class_names, zero_division=zero_division
     )
     return ClassificationReport(scores, digits)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Threshold curves of a binary classifier's scores
+# ----------------------------------------------------------------------------------------------------
+
+
+class RocCurve(NamedTuple):
+    """:func:`roc_curve`'s result; unpacks like scikit-learn's ``fpr, tpr, thresholds``.
+
+    Attributes:
+      fpr: float64 [K], increasing false positive rates: fpr[i] is the fraction of negatives with
+        ``score >= thresholds[i]``.
+      tpr: float64 [K], increasing true positive rates (recall) at the same thresholds.
+      thresholds: float64 [K], decreasing; ``thresholds[0] = inf`` (nothing predicted positive: the point (0, 0)).
+    """
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+
+
+class PrecisionRecallCurve(NamedTuple):
+    """:func:`precision_recall_curve`'s result; unpacks like scikit-learn's ``precision, recall, thresholds``.
+
+    Attributes:
+      precision: float64 [K + 1]: precision[i] of predicting positive when ``score >= thresholds[i]``; the last
+        entry is 1 (the empty prediction, by convention).
+      recall: float64 [K + 1], decreasing; the last entry is 0.
+      thresholds: float64 [K], increasing: the distinct scores, from the lowest one that reaches recall 1.
+    """
+
+    precision: np.ndarray
+    recall: np.ndarray
+    thresholds: np.ndarray
+
+
+def _binary_scores(y_true: Any, scores: Any, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(y_true, scores)`` as float64 [N] NumPy arrays, labels in {0, 1}."""
+    y = np.asarray(y_true)
+    s = np.asarray(scores)
+    if y.ndim != 1:
+        raise ValueError(f"{caller}: y_true must be labels of shape [N]; got shape {y.shape}.")
+    if s.ndim == 2 and s.shape[1] in (1, 2):
+        column = "[:, 1] (the positive class's column)" if s.shape[1] == 2 else "[:, 0]"
+        raise ValueError(
+            f"{caller}: scores must be one score per example, shape [N]; got shape {s.shape}. For a model's "
+            f"outputs or probabilities of shape {s.shape} pass scores{column}."
+        )
+    if s.ndim != 1:
+        raise ValueError(f"{caller}: scores must be one score per example, shape [N]; got shape {s.shape}.")
+    if y.shape[0] != s.shape[0]:
+        raise ValueError(
+            f"{caller}: y_true and scores must have the same length; got {y.shape[0]} (y_true) and "
+            f"{s.shape[0]} (scores)."
+        )
+    if y.shape[0] == 0:
+        raise ValueError(f"{caller}: y_true and scores are empty; there is no curve without examples.")
+    if not (np.issubdtype(s.dtype, np.number) or s.dtype == np.bool_) or np.issubdtype(s.dtype, np.complexfloating):
+        raise TypeError(f"{caller}: scores must be real numbers; got dtype {s.dtype}.")
+    s = s.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(s))
+    if bad.size:
+        raise ValueError(
+            f"{caller}: scores must be finite; scores[{bad[0]}] is {s[bad[0]]} ({bad.size} non-finite in all)."
+        )
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise TypeError(f"{caller}: y_true must hold the labels 0 and 1; got dtype {y.dtype}.")
+    labels = np.unique(y)
+    if not np.isin(labels, (0, 1)).all():
+        shown = ", ".join(str(v) for v in labels[:10]) + (", ..." if labels.size > 10 else "")
+        raise ValueError(
+            f"{caller} needs binary labels y_true in {{0, 1}} (1 = the positive class); got the labels {shown}. "
+            f"For several classes, score one class k against the rest: {caller}(y_true == k, probabilities[:, k])."
+        )
+    return y.astype(np.float64), s
+
+
+def _threshold_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True and false positives when predicting ``score >= t``, for each distinct score t, from high to low.
+
+    Returns:
+      ``(fps, tps, thresholds)``, each float64 [K] (K distinct scores); tps[-1] counts the positives, fps[-1]
+      the negatives.
+    """
+    order = np.argsort(s, kind="stable")[::-1]
+    s, y = s[order], y[order]
+    # Tied scores are one threshold: all of them are predicted positive together, so only the last example of
+    # each run of equal scores ends a threshold.
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
+    tps = np.cumsum(y)[last_of_tie]
+    fps = 1.0 + last_of_tie - tps
+    return fps, tps, s[last_of_tie]
+
+
+def _needs_both_classes(y: np.ndarray, caller: str, what: str) -> None:
+    positives = int(y.sum())
+    if positives in (0, y.size):
+        only, missing = ("1", "negatives (0)") if positives else ("0", "positives (1)")
+        raise ValueError(
+            f"{caller} needs both classes in y_true, but all {y.size} labels are {only}: with no {missing} {what} "
+            "is 0/0. Evaluate on a split that holds both classes."
+        )
+
+
+def roc_curve(y_true: Any, scores: Any, *, drop_intermediate: bool = True) -> RocCurve:
+    """The receiver operating characteristic of binary scores, like ``sklearn.metrics.roc_curve``.
+
+    Computed in NumPy (float64) on concrete arrays: the number of thresholds depends on the data.
+
+    Args:
+      y_true: [N] labels in {0, 1} (bool or numbers), 1 = the positive class.
+      scores: [N] real scores, higher = more likely positive: a probability of class 1 (for a 2-output softmax
+        model ``probabilities[:, 1]``), a logit, or a margin score (perceptron, hinge).
+      drop_intermediate: drop thresholds whose point lies on a straight line between its neighbours (it changes
+        neither the plotted curve nor the area), as scikit-learn does by default.
+
+    Returns:
+      :class:`RocCurve` ``(fpr, tpr, thresholds)``, float64 [K] each, with ``thresholds[0] = inf``.
+
+    Raises:
+      ValueError: labels other than 0/1 (the message says how to score one class of several), scores of another
+        shape than [N] (for [N, 2] probabilities: pass ``[:, 1]``), non-finite scores, different lengths, no
+        examples, or a single class in ``y_true`` (then one of the rates is 0/0; scikit-learn warns and returns
+        nan).
+    """
+    y, s = _binary_scores(y_true, scores, "roc_curve")
+    _needs_both_classes(y, "roc_curve", "the false or true positive rate")
+    fps, tps, thresholds = _threshold_counts(y, s)
+    if drop_intermediate and fps.size > 2:
+        # A point is kept where the curve turns (a nonzero second difference in fps or tps) and at both ends.
+        corner = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        fps, tps, thresholds = fps[corner], tps[corner], thresholds[corner]
+    fps, tps = np.r_[0.0, fps], np.r_[0.0, tps]
+    return RocCurve(fps / fps[-1], tps / tps[-1], np.r_[np.inf, thresholds])
+
+
+def precision_recall_curve(y_true: Any, scores: Any, *, drop_intermediate: bool = False) -> PrecisionRecallCurve:
+    """Precision and recall at every threshold of binary scores, like ``sklearn.metrics.precision_recall_curve``.
+
+    Args:
+      y_true: [N] labels in {0, 1}, 1 = the positive class.
+      scores: [N] real scores, higher = more likely positive (see :func:`roc_curve`).
+      drop_intermediate: drop thresholds that do not change the plotted curve (points between two of equal
+        recall); off by default, as in scikit-learn.
+
+    Returns:
+      :class:`PrecisionRecallCurve` ``(precision, recall, thresholds)``: precision and recall float64 [K + 1]
+      ending at (precision 1, recall 0), thresholds float64 [K] increasing.
+
+    Raises:
+      ValueError: as :func:`roc_curve`, except that only ``y_true`` without positives is refused (recall is then
+        0/0; scikit-learn warns and sets it to 1); all positives give precision 1 everywhere.
+    """
+    y, s = _binary_scores(y_true, scores, "precision_recall_curve")
+    if not y.any():
+        raise ValueError(
+            f"precision_recall_curve needs positives (label 1) in y_true, but all {y.size} labels are 0: recall is "
+            "0/0. Evaluate on a split that holds both classes."
+        )
+    fps, tps, thresholds = _threshold_counts(y, s)
+    if drop_intermediate and fps.size > 2:
+        # Between two thresholds of equal recall only the first (highest precision) and the last matter.
+        keep = np.r_[True, np.logical_or(np.diff(tps[:-1]), np.diff(tps[1:])), True]
+        fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
+    precision = tps / (tps + fps)  # tps + fps >= 1: every threshold predicts at least one example positive
+    recall = tps / tps[-1]
+    return PrecisionRecallCurve(np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1])
+
+
+def roc_auc(y_true: Any, scores: Any) -> float:
+    """Area under the ROC curve (trapezoids), like ``sklearn.metrics.roc_auc_score`` for binary labels: the
+    probability that a random positive scores higher than a random negative, ties counting half.
+
+    Args, Raises: as :func:`roc_curve`.
+    """
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def average_precision(y_true: Any, scores: Any) -> float:
+    """Average precision, like ``sklearn.metrics.average_precision_score`` for binary labels: the mean of the
+    precision at each threshold weighted by the recall it adds, ``sum_i (R_i - R_{i-1}) P_i`` (a step
+    integral, without the interpolation that can make the trapezoidal area optimistic).
+
+    Args, Raises: as :func:`precision_recall_curve`.
+    """
+    precision, recall, _ = precision_recall_curve(y_true, scores)
+    return float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))

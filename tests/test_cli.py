@@ -75,7 +75,14 @@ def test_train_writes_a_complete_run_folder_and_evaluate_reads_it(tmp_path, caps
     assert code == 0
     names = set(os.listdir(run_dir))
     assert {"config.json", "history.csv", "history.jsonl", "loss_curve.png", "metrics.json", "metrics.png"} <= names
-    assert {"weights.safetensors", "checkpoints", "tensorboard"} <= names
+    assert {"weights.safetensors", "checkpoints", "tensorboard", "confusion_matrix.png"} <= names
+    assert "roc_curve.png" not in names  # 10 classes: no binary curves
+    # The model's summary comes right after the run folder, before training: 64*32 + 32 + 32*10 + 10 parameters.
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"run folder: {run_dir}" and printed[1] == "Model: MLP, input (1, 8, 8, 1) -> output (1, 10)"
+    epochs_line = next(i for i, line in enumerate(printed) if line.startswith("epochs:"))
+    assert printed.index("Total params: 2,410 (9.41 KiB)") < epochs_line
+    assert " dense/0 (Linear)" in "\n".join(printed) and "confusion_matrix.png" in printed[-1]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     test = metrics["test"]
     assert test["num_examples"] == 359 and test["accuracy"] > 0.6
@@ -100,6 +107,26 @@ def test_train_writes_a_complete_run_folder_and_evaluate_reads_it(tmp_path, caps
     # The same folder again without resuming is refused: nothing written is overwritten.
     assert cli.main(["train", "--epochs", "3", "--run-dir", str(run_dir), "--no-progress"]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_a_binary_run_folder_has_roc_and_precision_recall_curves(tmp_path, capsys):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    run_dir = tmp_path / "cancer"
+    argv = ["train", "--dataset", "breast_cancer", "--epochs", "2", "--hidden", "8", "--patience", "0"]
+    assert cli.main([*argv, "--run-dir", str(run_dir), "--no-progress"]) == 0
+    files = "confusion_matrix.png, roc_curve.png, precision_recall_curve.png"
+    assert files in capsys.readouterr().out
+    assert all((run_dir / name).stat().st_size > 10_000 for name in files.split(", "))
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    # The scores are P(malignant): the logit difference of the 2-output softmax model, a monotone map of it.
+    x, y = dlfund.data.load("breast_cancer").test
+    logits = dlfund.predict(dlfund.load_model(run_dir), x).astype("float64")
+    margin = logits[:, 1] - logits[:, 0]
+    assert test["roc_auc"] == pytest.approx(roc_auc_score(y, margin), abs=1e-12) and test["roc_auc"] > 0.8
+    assert test["average_precision"] == pytest.approx(average_precision_score(y, margin), abs=1e-12)
+    assert cli.main(["evaluate", str(run_dir)]) == 0
+    assert f"roc_auc={test['roc_auc']:.4f}, average_precision=" in capsys.readouterr().out
 
 
 def test_bad_option_value_exits_with_a_clear_message(tmp_path, capsys):

@@ -92,8 +92,12 @@ def test_resume_with_checkpoints_every_two_epochs_redoes_the_epochs_after_the_la
 
 def test_resuming_a_finished_run_returns_it(tmp_path, uninterrupted):
     run(tmp_path)
+    for name in run_lib.EVALUATION_FIGURES:  # as dlfund train leaves them
+        (tmp_path / name).write_bytes(b"an earlier end's figure")
     again = run(tmp_path, resume=True)
     assert_identical(again, uninterrupted)
+    # They showed the model the resumed run started from; its own end (dlfund train) draws them anew.
+    assert not any((tmp_path / name).exists() for name in run_lib.EVALUATION_FIGURES)
 
 
 def test_a_run_folder_of_another_configuration_is_refused(tmp_path):

@@ -11,6 +11,9 @@ Layout (``fit(..., run_dir=DIR)`` writes it; ``dlfund train`` adds ``metrics.jso
     DIR/weights.safetensors  the final (or best) weights, for dlfund.load_model / load_weights
     DIR/result.json          written last, when the run ends: epochs run, best epoch, stop reason
 
+``dlfund train`` adds its evaluation on the test split: ``metrics.json``, ``confusion_matrix.png`` and, for a
+binary task, ``roc_curve.png`` and ``precision_recall_curve.png`` (:func:`write_evaluation_figures`).
+
 Every file is written atomically or appended line by line; a failure to write (read-only or full disk) raises
 :class:`RunDirectoryError`, which ``fit`` turns into a stop with the in-memory result intact.
 """
@@ -26,8 +29,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dlfund import io as io_lib
+from dlfund import plotting
 from dlfund._version import __version__
 from dlfund.checkpoint import CheckpointError, CheckpointStore
 from dlfund.history import History
@@ -40,6 +45,8 @@ TENSORBOARD = "tensorboard"
 WEIGHTS_FILE = "weights.safetensors"
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.json"
+#: The figures of a run's evaluation (``dlfund train``): they describe the model of the run's end.
+EVALUATION_FIGURES = (plotting.CONFUSION_FIGURE, plotting.ROC_FIGURE, plotting.PR_FIGURE)
 
 
 class RunDirectoryError(OSError):
@@ -292,7 +299,7 @@ class RunRecorder:
         # A resumed run is unfinished until it ends again: the files of an earlier end (its outcome, final
         # weights, test metrics) would describe another model than the checkpoint it continues from, so they go;
         # load_model then reads the newest checkpoint, and this run's end writes them anew.
-        for name in (RESULT_FILE, WEIGHTS_FILE, METRICS_FILE):
+        for name in (RESULT_FILE, WEIGHTS_FILE, METRICS_FILE, *EVALUATION_FIGURES):
             (self.run_dir / name).unlink(missing_ok=True)
         io_lib.write_json(self.run_dir / CONFIG_FILE, {"fit": self.config, **self.extra, "environment": environment()})
         # The history is the checkpoint's: epochs logged after the last checkpoint are redone, so drop them.
@@ -388,6 +395,71 @@ class RunRecorder:
     def _write_main(self, fn, *args) -> Any:
         """:meth:`_write` in process 0 only (the other processes of a multi-process run write no files)."""
         return self._write(fn, *args) if self.main else None
+
+
+def binary_scores(model, x: Any, loss: Any = None) -> tuple[np.ndarray, float] | None:
+    """The positive class's score of each example, and the model's decision threshold on it; None unless the
+    model is a binary classifier.
+
+    A cross-entropy model's score is its probability of class 1 (softmax over 2 outputs, or the sigmoid of one),
+    computed in float64 from the logit difference, so that confident examples do not all round to 1.0 and tie;
+    its threshold is 0.5. A margin model's (perceptron, hinge) score is its raw output, threshold 0.
+
+    Args:
+      model: a classifier (NNX module).
+      x: [N, ...] inputs in the model's input form (normalized as in training).
+      loss: the training loss; default: the model's ``default_loss``.
+    Returns:
+      ``(scores float64 [N], threshold)``, or None for a regression model or one with more than 2 outputs.
+    """
+    from dlfund import losses as losses_lib
+    from dlfund.train.evaluation import predict
+
+    objective = losses_lib.for_model(model, loss)
+    if not objective.is_classification:
+        return None
+    outputs = np.asarray(predict(model, x), np.float64)  # collective on a multi-process mesh: every process calls
+    width = outputs.shape[-1] if outputs.ndim == 2 else 1
+    if width > 2:
+        return None
+    # The evidence for class 1: its logit minus class 0's (2 outputs), or the one output's score.
+    margin = outputs[:, 1] - outputs[:, 0] if width == 2 else outputs.reshape(len(outputs))
+    if objective.link is None:
+        return margin, 0.0
+    return 0.5 * (1.0 + np.tanh(0.5 * margin)), 0.5  # the sigmoid, without overflow for large |margin|
+
+
+def write_evaluation_figures(
+    run_dir: str | os.PathLike,
+    confusion: Any,
+    *,
+    class_names: Any = None,
+    y_true: Any = None,
+    binary: tuple[np.ndarray, float] | None = None,
+    split: str = "test",
+) -> list[str]:
+    """Writes a classifier's evaluation figures into the run folder; returns their file names.
+
+    ``confusion_matrix.png`` always; with binary labels ``y_true`` [N] and ``binary`` (from
+    :func:`binary_scores`), ``roc_curve.png`` and ``precision_recall_curve.png``, the model's decision threshold
+    marked. Curves need both classes among ``y_true``; without them only the confusion matrix is drawn. Call it
+    in process 0 only (a multi-process run's other processes write nothing).
+    """
+    y_true = None if y_true is None else np.asarray(y_true)
+    curves = binary is not None and y_true is not None and np.unique(y_true).size == 2
+    try:
+        written = plotting.save_classification_plots(
+            run_dir,
+            confusion,
+            class_names=class_names,
+            y_true=y_true if curves else None,
+            scores=binary[0] if curves else None,
+            threshold=binary[1] if curves else None,
+            split=split,
+        )
+    except OSError as error:
+        raise RunDirectoryError(f"could not write to the run folder {run_dir}: {error}") from error
+    return [Path(path).name for path in written]
 
 
 def _sync_processes(name: str) -> None:
