@@ -96,7 +96,8 @@ class ExperimentArgs:
     """Run an experiment: it trains real models, prints a report and checks each claim against the numbers."""
 
     name: Annotated[str, tyro.conf.Positional]
-    """the experiment: architectures, perceptron_xor, relu_vs_sigmoid, dropout, transfer_learning"""
+    """the experiment: activations, architectures, batch_norm, features_vs_learning, learning_rate, metrics_vs_loss,
+    optimizers, overfitting, perceptron_xor, transfer_learning (old names: relu_vs_sigmoid, dropout)"""
     quick: bool = False
     """a smoke run with tiny settings (the verdicts then do not test the claims)"""
     out: str | None = None
@@ -109,12 +110,15 @@ def experiment(args: ExperimentArgs):
     """Runs an experiment, prints its report, writes it to a folder; exit status 1 if a claim failed."""
     from dlfund import experiments
 
-    chosen = experiments.EXPERIMENTS.get(args.name)  # an unknown name fails before anything runs
+    name = experiments.EXPERIMENTS.canonical(args.name)  # an unknown name fails before anything runs
+    chosen = experiments.EXPERIMENTS.get(name)
+    if name != args.name.strip().lower().replace("-", "_"):
+        print(f"{args.name} is now called {name}", flush=True)
     if chosen.expected and not args.quick:  # some take minutes: say so before they start
-        print(f"{args.name}: on this project's 2-core CPU, {chosen.expected}", flush=True)
+        print(f"{name}: on this project's 2-core CPU, {chosen.expected}", flush=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else Path("runs") / f"experiment-{args.name}-{stamp}"
-    report = experiments.run(args.name, quick=args.quick, data_dir=args.data_dir, out_dir=out)
+    out = Path(args.out) if args.out else Path("runs") / f"experiment-{name}-{stamp}"
+    report = experiments.run(name, quick=args.quick, data_dir=args.data_dir, out_dir=out)
     print(report.markdown(), flush=True)
     print(f"written to {out}", flush=True)
     return report
