@@ -20,6 +20,7 @@ from dlfund import (
     models,
     optimizers,
     regularizers,
+    scratch,
     transfer,
     weights,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "predict_classes",
     "regularizers",
     "save_weights",
+    "scratch",
     "summary",
     "sweep",
     "train_step",
