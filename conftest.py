@@ -26,6 +26,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 
+# And compile without XLA's backend optimizations: compilation, not execution, is what a test run waits for on CPU
+# (tests/test_fit.py + test_run.py with the cache: 172 s optimized, 97 s at level 0). Every comparison in the
+# suite is made within one setting (a run against its reference, both compiled alike), so the level changes no
+# verdict; users' programs are compiled at XLA's default. Subprocess tests that set XLA_FLAGS themselves (8
+# virtual devices, one device per process) add to DLFUND_TEST_XLA_FLAGS (tests/virtual_devices.py: xla_flags).
+if "DLFUND_TEST_XLA_FLAGS" not in os.environ:
+    os.environ["DLFUND_TEST_XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), os.environ["DLFUND_TEST_XLA_FLAGS"]]))
+
 # The Colab TPU notebook needs 8 devices, which XLA only creates at start-up: tests/test_colab_notebook.py runs it in a
 # kernel started with XLA_FLAGS set, without its install cell.
 collect_ignore = ["notebooks/colab_tpu.ipynb"]

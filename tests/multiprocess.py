@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+from virtual_devices import xla_flags
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -26,7 +28,7 @@ def run_processes(
     ``(exit code, stdout, stderr)`` of each instead, whatever they are."""
     address = f"localhost:{free_port()}"
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
-    full_env.pop("XLA_FLAGS", None)  # one CPU device per process
+    full_env["XLA_FLAGS"] = xla_flags()  # one CPU device per process
     procs = [
         subprocess.Popen(
             [sys.executable, *args_for(i, address)],

@@ -5,6 +5,7 @@ import pathlib
 
 import nbformat
 from nbclient import NotebookClient
+from virtual_devices import xla_flags
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "colab_tpu.ipynb"
 
@@ -15,7 +16,7 @@ def test_the_colab_tpu_notebook_trains_on_8_devices(monkeypatch, tmp_path):
     assert len(install) == 1 and "%pip install" in install[0].source
     notebook.cells = [c for c in notebook.cells if c not in install]
     assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code"), "commit it with outputs cleared"
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")  # the kernel inherits it
+    monkeypatch.setenv("XLA_FLAGS", xla_flags(8))  # the kernel inherits it
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     NotebookClient(
         notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

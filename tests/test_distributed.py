@@ -9,6 +9,7 @@ import pytest
 from blobs_script import BLOBS
 from flax import nnx
 from multiprocess import free_port, run_processes
+from virtual_devices import xla_flags
 
 import dlfund
 from dlfund import cli, distributed
@@ -193,7 +194,7 @@ def test_a_process_that_fails_alone_exits_instead_of_hanging_the_run(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     address = f"localhost:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags()}  # one CPU device per process
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "dlfund", "train", "--epochs", "1", "--run-dir", str(tmp_path / "run"),

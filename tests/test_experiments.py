@@ -281,7 +281,12 @@ def test_generalization_metrics_vs_loss_runs_quick_and_draws(tmp_path):
     assert len(saved["checks"]) == 5
 
 
-@pytest.mark.parametrize("name", GENERALIZATION)
-def test_generalization_experiments_refuse_a_quick_that_is_not_a_bool(name):
-    with pytest.raises(TypeError, match="quick must be True or False"):
+@pytest.mark.parametrize("name", experiments.EXPERIMENTS.names())
+def test_every_experiment_refuses_bad_options_before_it_trains(name, tmp_path):
+    with pytest.raises(TypeError, match="quick must be True or False, got 'yes'"):
         experiments.run(name, quick="yes")
+    with pytest.raises(TypeError, match="data_dir must be a folder path"):
+        experiments.run(name, quick=True, data_dir=3)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        experiments.run(name, quick=True, data_dir=tmp_path / "file")

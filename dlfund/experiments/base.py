@@ -116,7 +116,16 @@ class Experiment:
     run: Callable[..., tuple[list[dict[str, Any]], list[Check]]]
     expected: str = ""
 
-    def __call__(self, *, quick: bool = False, data_dir: str | None = None) -> Report:
+    def __call__(self, *, quick: bool = False, data_dir: str | os.PathLike | None = None) -> Report:
+        # Checked here, before minutes of training: every experiment takes these two options and no others.
+        if not isinstance(quick, bool):
+            raise TypeError(f"quick must be True or False, got {quick!r}")
+        if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+            raise TypeError(f"data_dir must be a folder path (str or os.PathLike) or None, got {data_dir!r}")
+        if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
+            raise ValueError(
+                f"data_dir {os.fspath(data_dir)!r} is a file, not a folder; datasets are prepared in a folder"
+            )
         start = time.perf_counter()
         rows, checks, *figure = self.run(quick=quick, data_dir=data_dir)
         return Report(

@@ -291,8 +291,6 @@ def run(*, quick: bool = False, data_dir: str | None = None):
     """Trains the six arms and the memorization run; returns ``(rows, checks, figure)``."""
     import dlfund
 
-    if not isinstance(quick, bool):
-        raise TypeError(f"quick must be True or False, got {quick!r}")
     s = _settings(quick)
     ds = dlfund.data.load("digits", data_dir=data_dir, seed=DATA_SEED)
     x, y, flipped = _noisy_subset(ds, s["n"])
