@@ -4,10 +4,10 @@ dlfund.sweep per activation), speed measured as epochs to 95% validation accurac
 dlfund/experiments/activations.py. The old name still works: dlfund experiment relu_vs_sigmoid.
 
 Run: python experiments/activations.py [--quick] [--out DIR]   (the same as: dlfund experiment activations)
-Runtime: 1-2.5 minutes on a 2-core CPU (135 s measured while the machine was shared with other jobs; 72 s of CPU
-time). Expected: sigmoid's input-layer gradient is ~5e-6 of its last hidden layer's (tanh 1.4, ReLU 1.2) and sigmoid
-never learns (0.10 = chance at every rate); ReLU reaches 95% in 6-12 epochs, but tanh in 3-4: the "ReLU is faster
-than tanh" check FAILS here (with Flax's default LeCun initialization).
+Runtime: under half a minute on a 2-core CPU (24 s of training measured on an idle machine, plus ~5 s to start).
+Expected: sigmoid's input-layer gradient is ~5e-6 of its last hidden layer's (tanh 1.4, ReLU 1.2) and sigmoid never
+learns (0.10 = chance at every rate); ReLU reaches 95% in 6-12 epochs, but tanh in 3-4: the "ReLU is faster than tanh"
+check FAILS here (with Flax's default LeCun initialization).
 """
 
 import sys

@@ -3,9 +3,9 @@
 validation accuracy against the rate. See dlfund/experiments/batch_norm.py.
 
 Run: python experiments/batch_norm.py [--quick] [--out DIR]   (the same as: dlfund experiment batch_norm)
-Runtime: about a minute on a 2-core CPU (70 s measured while the machine was shared with other jobs; 49 s of CPU
-time). Expected: batch norm is faster beyond seed noise at 4 of 6 rates and never slower (3 epochs vs 4-5 at each
-network's tuned rate), and still trains at 3.0 where the plain network fails from 1.0 on.
+Runtime: under half a minute on a 2-core CPU (16 s of training measured on an idle machine, plus ~5 s to start).
+Expected: batch norm is faster beyond seed noise at 4 of 6 rates and never slower (3 epochs vs 4-5 at each network's
+tuned rate), and still trains at 3.0 where the plain network fails from 1.0 on.
 """
 
 import sys

@@ -4,10 +4,10 @@ threshold that maximizes F1 on validation and at the one that keeps validation r
 curve and the confusion matrices. See dlfund/experiments/metrics_vs_loss.py.
 
 Run: python experiments/metrics_vs_loss.py [--quick] [--out DIR]   (the same as: dlfund experiment metrics_vs_loss)
-Runtime: about 15 seconds on a 2-core CPU (12 s measured, 17 s for the whole command, on a shared machine).
-Expected: at 0.5 accuracy 0.980 (majority rate 0.950) and loss 0.069 (prior 0.199) while the 8s' recall is 0.647;
-the F1-optimal threshold on validation stays near 0.5 (0.30-0.53) and changes neither test recall (+0.012) nor F1
-(-0.001): those two checks FAIL. Recall >= 0.9 on validation buys test recall 0.86 at precision 0.39.
+Runtime: under 10 seconds on a 2-core CPU (4 s of training measured on an idle machine, plus ~5 s to start). Expected:
+at 0.5 accuracy 0.980 (majority rate 0.950) and loss 0.069 (prior 0.199) while the 8s' recall is 0.647; the F1-optimal
+threshold on validation stays near 0.5 (0.30-0.53) and changes neither test recall (+0.012) nor F1 (-0.001): those two
+checks FAIL. Recall >= 0.9 on validation buys test recall 0.86 at precision 0.39.
 """
 
 import sys

@@ -3,10 +3,10 @@ for 15 epochs, each at its own best learning rate from a 9-rate grid (1e-4 to 1)
 optimizer); plus the ravine toy. See dlfund/experiments/optimizers.py.
 
 Run: python experiments/optimizers.py [--quick] [--out DIR]   (the same as: dlfund experiment optimizers)
-Runtime: 1-1.5 minutes on a 2-core CPU (92 s measured while the machine was shared with other jobs; 68 s of CPU
-time). Expected: tuned, the four reach the same best validation loss (0.017-0.019) within seed noise, so "beats
-plain SGD" FAILS for each; Adam works at more rates of the grid (6 of 9 vs 4); at one shared rate (1e-3) SGD would
-have looked 24 points worse.
+Runtime: under half a minute on a 2-core CPU (21 s of training measured on an idle machine, plus ~5 s to start).
+Expected: tuned, the four reach the same best validation loss (0.017-0.019) within seed noise, so "beats plain SGD"
+FAILS for each; Adam works at more rates of the grid (6 of 9 vs 4); at one shared rate (1e-3) SGD would have looked 24
+points worse.
 """
 
 import sys

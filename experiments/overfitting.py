@@ -4,11 +4,11 @@ weight decay chosen on validation loss), the training set scored in eval mode; t
 labels. See dlfund/experiments/overfitting.py. The old name still works: dlfund experiment dropout.
 
 Run: python experiments/overfitting.py [--quick] [--out DIR]   (the same as: dlfund experiment overfitting)
-Runtime: about 1-1.5 minutes on a 2-core CPU (71 s measured, 85 s of CPU time, while the machine was shared with
-other jobs; 112-195 s under heavier sharing). Expected: without regularization eval-mode training accuracy 1.000
-(every wrong label reproduced), test 0.818; dropout 0.5, weight decay 2, early stopping and augmentation each
-narrow the gap and add 4.6-7.0 test points (> 2 standard errors); all four stacked underfit (test 0.770: that check
-FAILS); shuffled labels are memorized (training accuracy 1.000) while test accuracy stays at chance (0.116).
+Runtime: about half a minute on a 2-core CPU (26 s of training measured on an idle machine, plus ~5 s to start; 71-195
+s while the machine was shared with other jobs). Expected: without regularization eval-mode training accuracy 1.000
+(every wrong label reproduced), test 0.818; dropout 0.5, weight decay 2, early stopping and augmentation each narrow
+the gap and add 4.6-7.0 test points (> 2 standard errors); all four stacked underfit (test 0.770: that check FAILS);
+shuffled labels are memorized (training accuracy 1.000) while test accuracy stays at chance (0.116).
 """
 
 import sys

@@ -79,20 +79,13 @@ def test_experiment_runs_and_reports(name, tmp_path):
     assert saved["name"] == name and len(saved["checks"]) == len(report.checks)
 
 
-FAST = ("perceptron_xor",)  # a full run of 2 s on 2 cores (README)
+# Full runs short enough for every `make test` (2-16 s each on 2 cores, README); the rest are marked slow.
+FAST = ("perceptron_xor", "learning_rate", "metrics_vs_loss", "batch_norm")
 
 
-@pytest.mark.parametrize("name", FAST)
-def test_fast_experiments_hold_in_full(name):
-    report = experiments.run(name)
-    assert not report.quick and report.passed, report.markdown()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(set(experiments.EXPERIMENTS.names()) - set(FAST)))
-def test_slow_experiments_show_their_documented_verdicts(name):
-    """Minutes each: ``pytest -m slow`` (``make test`` leaves them out). The verdicts the README reports."""
-    report = experiments.run(name)
+def assert_documented_verdicts(name, report):
+    """The verdicts the README reports, failing claims included: a verdict that flips is a failing test."""
+    assert not report.quick
     if name == "transfer_learning":
         # Reported, not hidden: on clean and noisy digits transfer does not beat scratch; on shifted digits it does.
         verdicts = {c.claim: c.passed for c in report.checks}
@@ -105,6 +98,18 @@ def test_slow_experiments_show_their_documented_verdicts(name):
         assert verdicts == {prefix: [held] for prefix, held in documented.items()}, report.markdown()
     else:
         assert report.passed, report.markdown()
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fast_experiments_show_their_documented_verdicts_in_full(name):
+    assert_documented_verdicts(name, experiments.run(name))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(experiments.EXPERIMENTS.names()) - set(FAST)))
+def test_slow_experiments_show_their_documented_verdicts(name):
+    """Minutes each: ``pytest -m slow`` (``make test`` leaves them out)."""
+    assert_documented_verdicts(name, experiments.run(name))
 
 
 def test_cli_experiment_command(tmp_path, capsys):
