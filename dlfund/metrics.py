@@ -109,6 +109,11 @@ def _as_labels(labels: Any, name: str) -> Any:
     """``labels`` as an integer array of shape [N] (NumPy or JAX, whichever it was; lists become NumPy)."""
     if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
         labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        raise ValueError(
+            f"{name} must be class indices of shape [N]; got a column of shape {tuple(labels.shape)}. "
+            f"Pass {name}[:, 0] (or {name}.ravel())."
+        )
     if labels.ndim != 1:
         raise ValueError(
             f"{name} must be class indices of shape [N]; got shape {tuple(labels.shape)}. "
@@ -1005,7 +1010,8 @@ def _binary_scores(y_true: Any, scores: Any, caller: str) -> tuple[np.ndarray, n
     y = np.asarray(y_true)
     s = np.asarray(scores)
     if y.ndim != 1:
-        raise ValueError(f"{caller}: y_true must be labels of shape [N]; got shape {y.shape}.")
+        column = " Pass y_true[:, 0] (or y_true.ravel())." if y.ndim == 2 and y.shape[1] == 1 else ""
+        raise ValueError(f"{caller}: y_true must be labels of shape [N]; got shape {y.shape}.{column}")
     if s.ndim == 2 and s.shape[1] in (1, 2):
         column = "[:, 1] (the positive class's column)" if s.shape[1] == 2 else "[:, 0]"
         raise ValueError(

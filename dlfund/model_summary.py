@@ -457,9 +457,14 @@ def _rows(model: nnx.Module, calls: dict[Path, _Call], variables: list[_Variable
     for variable in variables:
         if any(variable.path[:i] in covered for i in range(1, len(variable.path))):
             continue
-        # The outermost layer holding it, or the variable itself when the model holds it directly.
+        # The outermost layer holding it with no called layer inside (a list whose first layer was called and
+        # whose second was not gets a row for the second, not for the whole list: that would count the first
+        # twice), or the variable itself when the model holds it directly.
         prefixes = (variable.path[:i] for i in range(1, len(variable.path)))
-        holder = next((p for p in prefixes if p in module_types), None)
+        holder = next(
+            (p for p in prefixes if p in module_types and not any(c[: len(p)] == p for c in calls)),
+            None,
+        )
         if holder is None:
             holder = variable.path
             rows.append(row(holder, "Param" if variable.trainable else "BatchStat", None))

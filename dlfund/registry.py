@@ -33,6 +33,10 @@ class Registry(Generic[T]):
         def add(value: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
+            if name in self._aliases:
+                raise ValueError(
+                    f"{self.kind} {name!r} is an old name kept for {self._aliases[name]!r}; choose another name"
+                )
             self._entries[name] = value
             return value
 

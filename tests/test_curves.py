@@ -97,6 +97,7 @@ def test_results_unpack_like_scikit_learn_and_name_their_parts():
         ([0, 1], [0.1, np.nan], r"must be finite; scores\[1\] is nan"),
         ([], [], "empty"),
         ([[0, 1]], [0.1, 0.2], r"y_true must be labels of shape \[N\]"),
+        ([[0], [1]], [0.1, 0.2], r"shape \(2, 1\)\. Pass y_true\[:, 0\]"),
     ],
 )
 def test_bad_input_is_named_with_the_fix(y, scores, message):
@@ -129,12 +130,25 @@ def test_binary_scores_of_each_kind_of_classifier():
 
     x = np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32)
     softmax = built(lambda: MLP(3, (), 2, rngs=nnx.Rngs(0)))
-    scores, threshold = binary_scores(softmax, x)
-    assert threshold == 0.5 and scores.dtype == np.float64
-    np.testing.assert_allclose(scores, jax.nn.softmax(predict(softmax, x))[:, 1], rtol=1e-5)
+    scores, threshold = binary_scores(softmax, x)  # log-odds of class 1, threshold 0 (probability 0.5)
+    assert threshold == 0.0 and scores.dtype == np.float64
+    probability = jax.nn.softmax(predict(softmax, x))[:, 1]
+    np.testing.assert_allclose(scores, np.log(probability) - np.log1p(-probability), rtol=1e-4, atol=1e-5)
     sigmoid = built(lambda: LogisticRegression(3, 2, rngs=nnx.Rngs(0)))
     scores, threshold = binary_scores(sigmoid, x)
-    np.testing.assert_allclose(scores, jax.nn.sigmoid(predict(sigmoid, x)[:, 0]), rtol=1e-5)
+    probability = jax.nn.sigmoid(predict(sigmoid, x)[:, 0])
+    np.testing.assert_allclose(scores, np.log(probability) - np.log1p(-probability), rtol=1e-4, atol=1e-5)
+    # A confident model: probabilities all round to 1.0 (even in float64), the scores keep every example apart,
+    # so the curves agree with scikit-learn's on the true margins instead of collapsing into one tie.
+    confident = built(lambda: LogisticRegression(3, 2, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(confident)
+    confident = nnx.merge(graphdef, jax.tree.map(lambda a: a * 0 + 1, state))
+    far = np.array([[20, 20, 1], [20, 20, 2], [20, 20, 3], [20, 20, 4]], np.float32)  # logits 61, 62, 63, 64
+    scores, _ = binary_scores(confident, far)
+    assert np.all(1 / (1 + np.exp(-scores)) == 1.0) and len(np.unique(scores)) == 4
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    y = np.array([0, 1, 0, 1])
+    assert metrics.roc_auc(y, scores) == pytest.approx(sklearn_metrics.roc_auc_score(y, np.arange(4))) == 0.75
     perceptron = built(lambda: Perceptron(3, rngs=nnx.Rngs(0)))
     scores, threshold = binary_scores(perceptron, x)  # a margin, no probability: its own threshold 0
     assert threshold == 0.0

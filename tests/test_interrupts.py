@@ -343,7 +343,20 @@ def test_dlfund_resume_finishes_an_interrupted_train_exactly_as_an_uninterrupted
     assert cli.main(["train", *args, "--run-dir", str(tmp_path / "a")]) == cli.EXIT_INTERRUPTED
     assert f"dlfund resume {tmp_path / 'a'}" in capsys.readouterr().err
     monkeypatch.undo()
+
+    trained = []
+
+    class Trained(dlfund.Callback):  # the epochs the resume trains (a restart from epoch 0 ends the same)
+        def on_epoch_end(self, epoch, row, state):
+            trained.append(epoch)
+
+    def recorded(*a, **kwargs):
+        return fit(*a, **{**kwargs, "callbacks": (*kwargs.get("callbacks", ()), Trained())})
+
+    monkeypatch.setattr(dlfund, "fit", recorded)
     assert cli.main(["resume", str(tmp_path / "a"), "--no-progress"]) == 0  # no --epochs: the run's own 4
+    monkeypatch.undo()
+    assert trained == [3, 4]  # continued from the checkpoint of epoch 2, not trained again from scratch
     assert cli.main(["train", *args, "--run-dir", str(tmp_path / "b")]) == 0
     resumed, straight = (dlfund.load_run(tmp_path / name) for name in "ab")
     assert resumed.finished and len(resumed.history) == 4 and resumed.history == straight.history

@@ -244,6 +244,8 @@ def test_label_shape_and_dtype_errors_are_explicit():
         metrics.accuracy(np.zeros(4, int), np.zeros((4, 3)))
     with pytest.raises(TypeError, match="integer class labels"):
         metrics.accuracy(np.zeros(4), np.zeros(4))
+    with pytest.raises(ValueError, match=r"a column of shape \(4, 1\)\. Pass y_true\[:, 0\]"):
+        metrics.accuracy(np.zeros((4, 1), int), np.zeros(4, int))
     with pytest.raises(ValueError, match=r"num_classes is required under jax\.jit"):
         jax.jit(metrics.f1)(jnp.zeros(3, int), jnp.zeros(3, int))
 

@@ -39,3 +39,6 @@ def test_an_alias_must_name_a_registered_entry_and_be_new():
         registry.alias("overfitting", "activations")
     with pytest.raises(ValueError, match="'relu_vs_sigmoid' is already registered"):
         registry.alias("relu_vs_sigmoid", "overfitting")
+    # Registering under an old name would shadow nothing and be unreachable: get() resolves the alias first.
+    with pytest.raises(ValueError, match="'relu_vs_sigmoid' is an old name kept for 'activations'"):
+        registry.register("relu_vs_sigmoid", object())

@@ -754,11 +754,49 @@ def test_running_stats_default_momentum_is_flax_default():
             ),
             "4 examples but targets has 3",
         ),
+        (lambda: scratch.perceptron_update(np.zeros(2), 0.0, np.ones(2), 2), "y must be 0 or 1"),
+        (lambda: scratch.perceptron_update(np.zeros(2), 0.0, np.ones(2), 1, 0.0), "learning_rate must be a positive"),
+        (lambda: scratch.perceptron_update(np.zeros(3), 0.0, np.ones(2), 1), r"one weight per feature.*\(2,\)"),
+        (lambda: scratch.perceptron_train(np.ones((0, 2)), np.zeros(0, int)), "at least one example"),
+        (lambda: scratch.mse(np.ones((0, 2)), np.ones((0, 2))), "at least one example"),
+        (lambda: scratch.softmax_cross_entropy(np.ones((0, 3)), np.zeros(0, int)), "at least one example"),
+        (lambda: scratch.batch_norm_forward(np.ones((0, 3)), np.ones(3), np.ones(3)), "at least one example"),
+        (lambda: scratch.update_running_stats(np.zeros(2), -np.ones(2), np.zeros(2), np.ones(2)), "running_var must"),
+        (lambda: scratch.update_running_stats(np.zeros(2), np.ones(2), np.zeros(2), -np.ones(2)), "batch_var must"),
+        (
+            lambda: scratch.adam(0.1).update(np.ones(3), scratch.adam(0.1).init(np.ones(1))),
+            r"grads leaf 0 has shape \(3,\) but the Adam state has \(1,\)",
+        ),
+        (
+            lambda: scratch.momentum(0.1).update({"w": np.ones((2, 2))}, scratch.momentum(0.1).init({"w": np.ones(2)})),
+            r"shape \(2, 2\) but the momentum state has \(2,\)",
+        ),
+        (
+            lambda: scratch.rmsprop(0.1).update([np.ones(2)], scratch.rmsprop(0.1).init({"w": np.ones(2)})),
+            "grads must have the structure of the RMSprop state",
+        ),
+        (lambda: scratch.apply_updates(np.ones(1), np.ones(4)), r"updates leaf 0 has shape \(4,\) but params"),
+        (lambda: scratch.sgd(np.ones(2)), "learning_rate must be a positive number"),
+        (lambda: scratch.adam(0.1, b1=True), "b1 must be a probability"),
     ],
 )
 def test_bad_input_says_what_is_wrong(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_hyperparameters_may_be_numpy_or_jax_scalars():
+    # A learning rate read from a config or computed by a schedule is often np.float32(0.1), np.int64(1) or a 0-d
+    # array; each must give the same update as the Python number.
+    grads = np.array([0.5, -2.0], np.float32)
+    expected = scratch.adam(0.1, b1=0.9).update(grads, scratch.adam(0.1).init(grads))[0]
+    for lr, b1 in ((np.float32(0.1), np.float64(0.9)), (jnp.asarray(0.1), np.asarray(0.9)), (0.1, jnp.float32(0.9))):
+        opt = scratch.adam(lr, b1=b1)
+        np.testing.assert_allclose(opt.update(grads, opt.init(grads))[0], expected, rtol=1e-6)
+    w, b, mistake = scratch.perceptron_update(np.zeros(2, np.float32), 0.0, np.ones(2, np.float32), np.int64(1))
+    assert mistake is False and np.all(w == 0)  # step(0) = 1: already right
+    w, b, mistake = scratch.perceptron_update(np.zeros(2, np.float32), 0.0, np.ones(2, np.float32), 0, np.int32(2))
+    assert mistake is True and np.all(w == -2) and b == -2
 
 
 def test_figures_draw_the_library_activations_and_the_regions():

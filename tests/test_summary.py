@@ -165,6 +165,25 @@ def test_nesting_depth_and_variables_held_by_the_model_itself():
     assert rows["position_table"].params == 5 * 8 and rows["blocks/0"].output_shape == (1, 6, 8)
 
 
+class _SpareLayer(nnx.Module):
+    """A list of two layers of which only the first is called (a spare head kept for later, say)."""
+
+    def __init__(self, rngs):
+        self.layers = nnx.List([nnx.Linear(4, 3, rngs=rngs), nnx.Linear(3, 2, rngs=rngs)])
+
+    def __call__(self, x):
+        return self.layers[0](x)
+
+
+def test_an_uncalled_layer_in_a_list_gets_its_own_row_and_nothing_is_counted_twice():
+    s = summary(abstract(lambda: _SpareLayer(nnx.Rngs(0))), (4,))
+    assert s.total_params == 4 * 3 + 3 + 3 * 2 + 2
+    assert [(r.path, r.output_shape, r.params, r.depth) for r in s.rows] == [
+        ("layers/0", (1, 3), 4 * 3 + 3, 1),
+        ("layers/1", None, 3 * 2 + 2, 1),
+    ]
+
+
 def test_nothing_is_computed_or_compiled_and_abstract_models_work():
     resnet = abstract(lambda: ResNet(rngs=nnx.Rngs(0)))  # CIFAR's ResNet-14, never allocated
     transformer = abstract(lambda: Transformer(16, 10, width=64, depth=4, max_len=64, rngs=nnx.Rngs(0)))

@@ -116,7 +116,8 @@ def _checks(rows, members, rates, epochs: int) -> list[Check]:
     smallest = [m for m in members if m["rate"] == rates[0]]
     largest = [m for m in members if m["rate"] == rates[-1]]
     best_ratio = rows[best]["after / at init"]
-    decreasing = bool(np.all(np.diff(finite[: best + 1]) < 0))
+    # Needs at least two rates up to the best: with the best at the smallest rate there is no fall to check.
+    decreasing = best > 0 and bool(np.all(np.diff(finite[: best + 1]) < 0))
     return [
         Check(f"the smallest rate ({rates[0]:g}) barely moves the loss in {epochs} epochs (above "
               f"{BARELY:.0%} of the initial loss for every seed)",

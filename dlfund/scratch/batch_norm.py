@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dlfund.scratch._checks import as_float, check_positive, check_rate
+from dlfund.scratch._checks import as_float, check_not_empty, check_positive, check_rate
 
 
 class BatchNormCache(NamedTuple):
@@ -62,6 +62,7 @@ def batch_norm_forward(
     """
     x, gamma, beta = as_float("x", x), as_float("gamma", gamma), as_float("beta", beta)
     axes = _features("x", x, ("gamma", gamma), ("beta", beta))
+    check_not_empty("x", x)
     eps = check_positive("eps", eps)
     mean = x.mean(axis=axes)
     # Two passes (mean first, then mean squared deviation): flax's default computes E[x^2] - E[x]^2 in one pass,
@@ -107,6 +108,9 @@ def update_running_stats(
             f"running_mean {running_mean.shape}, running_var {running_var.shape}, batch_mean {batch_mean.shape} "
             f"and batch_var {batch_var.shape} must have one shape"
         )
+    for name, var in (("running_var", running_var), ("batch_var", batch_var)):
+        if np.any(var < 0) or not np.all(np.isfinite(var)):
+            raise ValueError(f"{name} must be finite and >= 0 (a variance); got minimum {np.min(var)}")
     # 1 - momentum is formed before rounding to float32, as flax does (momentum is a Python float there)
     m, rest = np.asarray(momentum, running_mean.dtype), np.asarray(1 - momentum, running_mean.dtype)
     return m * running_mean + rest * batch_mean, m * running_var + rest * batch_var

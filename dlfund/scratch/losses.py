@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlfund.scratch._checks import as_float, check_labels
+from dlfund.scratch._checks import as_float, check_labels, check_not_empty
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -34,6 +34,7 @@ def mse(outputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarra
     targets = as_float("targets", targets, ndim=2).astype(outputs.dtype)
     if outputs.shape != targets.shape:
         raise ValueError(f"mse: outputs {outputs.shape} and targets {targets.shape} differ in shape")
+    check_not_empty("outputs", outputs)
     error = outputs - targets
     return np.mean(error * error), (2 / error.size) * error
 
@@ -51,7 +52,7 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[np.nd
     Returns:
       (loss, d loss / d logits [B, C]). The loss equals ``dlfund.losses.softmax_cross_entropy(...).mean()``.
     """
-    logits = as_float("logits", logits, ndim=2)
+    logits = check_not_empty("logits", as_float("logits", logits, ndim=2))
     batch, classes = logits.shape
     labels = check_labels(labels, classes, batch)
     shifted = logits - logits.max(axis=-1, keepdims=True)

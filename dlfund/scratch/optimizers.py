@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import jax  # for jax.tree.map only (walking pytrees of arrays); no autodiff anywhere here
 import numpy as np
 
-from dlfund.scratch._checks import check_positive, check_rate
+from dlfund.scratch._checks import check_positive, check_rate, check_same_shapes
 
 PyTree = Any
 
@@ -71,6 +71,7 @@ def _dtype_scalar(value: float, like: np.ndarray) -> np.ndarray:
 
 def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
     """params + updates, leaf by leaf (``optax.apply_updates``)."""
+    check_same_shapes("updates", updates, params, "params")
     return _map(lambda p, u: p + u, params, updates)
 
 
@@ -99,6 +100,7 @@ def momentum(learning_rate: float, beta: float = 0.9) -> Optimizer:
         return MomentumState(_zeros(params))
 
     def update(grads: PyTree, state: MomentumState) -> tuple[PyTree, MomentumState]:
+        check_same_shapes("grads", grads, state.velocity, "the momentum state")
         velocity = _map(lambda g, v: g + _dtype_scalar(beta, g) * v, grads, state.velocity)
         return _map(lambda v: -_dtype_scalar(lr, v) * v, velocity), MomentumState(velocity)
 
@@ -124,6 +126,7 @@ def rmsprop(learning_rate: float, decay: float = 0.9, eps: float = 1e-8, *, eps_
         return -_dtype_scalar(lr, g) * (g / denominator)
 
     def update(grads: PyTree, state: RMSpropState) -> tuple[PyTree, RMSpropState]:
+        check_same_shapes("grads", grads, state.nu, "the RMSprop state")
         nu = _map(lambda g, n: _dtype_scalar(1 - decay, g) * (g * g) + _dtype_scalar(decay, g) * n, grads, state.nu)
         return _map(scale, grads, nu), RMSpropState(nu)
 
@@ -132,7 +135,7 @@ def rmsprop(learning_rate: float, decay: float = 0.9, eps: float = 1e-8, *, eps_
 
 def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
     """Adam as ``optax.adam``: moving averages of g and g^2, each divided by (1 - beta^t) to undo their start at
-    zero (without it the first steps would be about (1 - b1) / sqrt(1 - b2) ~ 3x too small), then
+    zero (without it the first steps would be about (1 - b1) / sqrt(1 - b2) ~ 3x too large), then
     update = -lr m_hat / (sqrt(nu_hat) + eps)."""
     lr = check_positive("learning_rate", learning_rate)
     b1, b2 = check_rate("b1", b1), check_rate("b2", b2)
@@ -142,6 +145,7 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         return AdamState(0, _zeros(params), _zeros(params))
 
     def update(grads: PyTree, state: AdamState) -> tuple[PyTree, AdamState]:
+        check_same_shapes("grads", grads, state.mu, "the Adam state")
         t = state.count + 1
         mu = _map(lambda g, m: _dtype_scalar(1 - b1, g) * g + _dtype_scalar(b1, g) * m, grads, state.mu)
         nu = _map(lambda g, n: _dtype_scalar(1 - b2, g) * (g * g) + _dtype_scalar(b2, g) * n, grads, state.nu)

@@ -18,7 +18,7 @@ import jax  # only for the library's shuffle (jax.random): the rule itself is Nu
 import jax.numpy as jnp
 import numpy as np
 
-from dlfund.scratch._checks import as_float, check_count, check_positive
+from dlfund.scratch._checks import as_float, check_binary_label, check_count, check_not_empty, check_positive
 from dlfund.scratch.neuron import pre_activation
 
 
@@ -48,6 +48,10 @@ def perceptron_update(
       (w, b, mistake): the new weights and bias (new arrays) and whether the prediction was wrong.
     """
     x = as_float("x", x, ndim=1)
+    y = check_binary_label("y", y)
+    learning_rate = check_positive("learning_rate", learning_rate)
+    if np.shape(w) != x.shape:
+        raise ValueError(f"w must have one weight per feature of x, shape {x.shape}; got {np.shape(w)}")
     # -1, 0 or +1 in x's dtype: the direction to move (0 when right); an int32 error would promote float32 to float64
     error = x.dtype.type(y) - perceptron_predict(x, w, b).astype(x.dtype)
     return w + learning_rate * error * x, b + learning_rate * error, bool(error != 0)
@@ -91,7 +95,7 @@ def perceptron_train(
     Returns:
       :class:`PerceptronResult` (w, b, mistakes per epoch).
     """
-    x = as_float("x", x, ndim=2)
+    x = check_not_empty("x", as_float("x", x, ndim=2))
     n, d = x.shape
     y = np.asarray(y)
     if y.shape != (n,):

@@ -401,9 +401,11 @@ def binary_scores(model, x: Any, loss: Any = None) -> tuple[np.ndarray, float] |
     """The positive class's score of each example, and the model's decision threshold on it; None unless the
     model is a binary classifier.
 
-    A cross-entropy model's score is its probability of class 1 (softmax over 2 outputs, or the sigmoid of one),
-    computed in float64 from the logit difference, so that confident examples do not all round to 1.0 and tie;
-    its threshold is 0.5. A margin model's (perceptron, hinge) score is its raw output, threshold 0.
+    The score is the model's margin for class 1: for a cross-entropy model its log-odds (class 1's logit minus
+    class 0's, or the one sigmoid logit), for a margin model (perceptron, hinge) its raw output; the threshold
+    is 0 for both (probability 0.5 for the first). ROC and precision-recall curves depend only on the order of
+    the scores, and log-odds keep that order where probabilities do not: every example with a logit above ~37
+    has probability 1.0 even in float64, and a confident model's curves would be drawn through one big tie.
 
     Args:
       model: a classifier (NNX module).
@@ -424,9 +426,7 @@ def binary_scores(model, x: Any, loss: Any = None) -> tuple[np.ndarray, float] |
         return None
     # The evidence for class 1: its logit minus class 0's (2 outputs), or the one output's score.
     margin = outputs[:, 1] - outputs[:, 0] if width == 2 else outputs.reshape(len(outputs))
-    if objective.link is None:
-        return margin, 0.0
-    return 0.5 * (1.0 + np.tanh(0.5 * margin)), 0.5  # the sigmoid, without overflow for large |margin|
+    return margin, 0.0
 
 
 def write_evaluation_figures(
