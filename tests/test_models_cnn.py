@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 from model_helpers import count, dropout_keys, randn
@@ -257,3 +258,67 @@ def test_resnet_fit_loss_goes_down_and_registry_checks():
     assert cnn.config["input_shape"] == (8, 8, 3) and output_shape(cnn, (2, 8, 8, 3)) == (2, 5)
     with pytest.raises(ValueError, match=r"takes images: input_shape \(H, W, C\), got \(64,\)"):
         build("cnn", (64,), 2, rngs=nnx.Rngs(0))
+
+
+class _PlainCNN(nnx.Module):
+    """The issue's benchmark CNN (conv-relu-maxpool twice, dense-relu, dense) written with plain Flax layers and their
+    default initializers, built in the same order as dlfund's CNN, so the same ``nnx.Rngs`` gives the same weights."""
+
+    def __init__(self, rngs):
+        self.conv1 = nnx.Conv(1, 4, (3, 3), padding="SAME", rngs=rngs)
+        self.conv2 = nnx.Conv(4, 8, (3, 3), padding="SAME", rngs=rngs)
+        self.dense1 = nnx.Linear(3 * 3 * 8, 16, rngs=rngs)
+        self.dense2 = nnx.Linear(16, 3, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.max_pool(jax.nn.relu(self.conv1(x)), (2, 2), (2, 2))
+        x = nnx.max_pool(jax.nn.relu(self.conv2(x)), (2, 2), (2, 2))
+        return self.dense2(jax.nn.relu(self.dense1(x.reshape(x.shape[0], -1))))
+
+
+@pytest.mark.parametrize("execution", ["auto", "loop"])
+def test_cnn_fit_equals_a_plain_flax_adam_loop_over_the_same_batches(execution):
+    """Issue 12 (dlfund's 1-epoch CNN accuracy below a plain Flax loop's): fit adds nothing to the textbook loop.
+    Same weights at init, one Adam(1e-3) step per batch of the epoch's order, the ragged remainder skipped, the
+    mean cross-entropy; the history's loss is the mean of the step losses. The chunked epoch ("auto" on CPU: 8
+    steps unrolled per call, then single steps) and the per-step loop give the hand loop's weights."""
+    from dlfund.train.execution import epoch_order
+    from dlfund.train.fit import order_root
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16 * 20 + 5, 12, 12, 1)).astype(np.float32)  # 20 batches of 16 and a remainder of 5
+    y = rng.integers(0, 3, len(x)).astype(np.int32)
+    x[np.arange(len(x)), y * 4, y * 4] += 3.0  # a learnable mark
+    model = CNN((12, 12, 1), (4, 8), kernel_size=3, pool=2, dense=(16,), num_classes=3, rngs=nnx.Rngs(0))
+    plain = _PlainCNN(nnx.Rngs(0))
+    for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(nnx.state(plain, nnx.Param))):
+        np.testing.assert_array_equal(a, b)  # same initializers, drawn in the same order
+
+    result = dlfund.fit(
+        model, (x, y), epochs=1, batch_size=16, seed=3, optimizer="adam", learning_rate=1e-3, execution=execution,
+        metrics=(), progress=False,
+    )  # fmt: skip
+
+    graphdef, params = nnx.split(plain)
+    tx = optax.adam(1e-3)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, xb, yb):
+        def loss_fn(p):
+            return optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graphdef, p)(xb), yb).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    losses = []
+    for idx in np.asarray(epoch_order(jax.random.fold_in(order_root(3), 1), len(x), 16)):
+        params, opt_state, loss = step(params, opt_state, x[idx], y[idx])
+        losses.append(float(loss))
+    assert result.execution == ("chunk" if execution == "auto" else "loop")
+    assert int(result.state.step) == len(losses) == 20
+    trained = [np.asarray(a) for a in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    for a, b in zip(trained, jax.tree.leaves(params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.history["loss"][0], np.mean(losses), rtol=1e-5)
