@@ -1,0 +1,1 @@
+"""Benchmarks of dlfund against its peers; `python -m benchmarks.run --help`."""

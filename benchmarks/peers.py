@@ -1,0 +1,150 @@
+"""One measurement of one peer, in a fresh process: ``benchmarks/run.py`` starts this module once per measurement.
+
+Run: ``.venv/bin/python -m benchmarks.peers PEER --task mlp --data synth --epochs 3`` (from the repository root).
+It builds the task's data, then calls the peer's training function twice, each call timed as a whole (model
+construction, data transfer and training, until the final loss is on the host): the first call compiles, the
+second is the warm call a user re-running a notebook cell sees. It evaluates test accuracy (not timed) and prints
+one line ``BENCH_RESULT {json}`` on stdout. ``--peak`` instead measures the machine's f32 matmul FLOP/s.
+
+A peer is a function ``train(task, (x, y), epochs, seed) -> (final_loss, predict[, notes])``: ``final_loss`` is
+the mean training loss of the last epoch, ``predict(x)`` returns logits (NumPy), ``notes`` are strings for the
+table (e.g. which optimizer kernel ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+
+import numpy as np
+
+from benchmarks import workloads
+
+#: peer name -> (module, function). Modules are imported only by the process that runs the peer, so that a
+#: PyTorch measurement never loads JAX's runtime and vice versa.
+PEERS = {
+    "dlfund": ("benchmarks.peers_jax", "train_dlfund"),
+    "flax-nnx-jit": ("benchmarks.peers_jax", "train_flax_nnx_jit"),
+    "jax-jit": ("benchmarks.peers_jax", "train_jax_jit"),
+    "jax-scan": ("benchmarks.peers_jax", "train_jax_scan"),
+    "keras-jax": ("benchmarks.peers_keras", "train_keras"),
+    "torch-eager": ("benchmarks.peers_torch", "train_torch_eager"),
+    "torch-compile": ("benchmarks.peers_torch", "train_torch_compile"),
+}
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+def load_data(data: str, n_train: int, n_test: int, seed: int = 0):
+    """``(train, test, source)``: images [N, H, W, C] float32 and int32 labels. ``cifar`` uses the real CIFAR-10
+    if dlfund finds it prepared on disk (never downloads), else CIFAR-shaped synthetic data; ``synth`` is always
+    synthetic (MNIST-shaped). The training set is cut to whole batches, so that every peer (Keras would otherwise
+    run a ragged last batch) takes the same steps on the same examples."""
+    spec = workloads.DATASETS[data]
+    train = test = None
+    source = "synthetic"
+    if data == "cifar":
+        try:
+            import dlfund
+
+            ds = dlfund.data.load("cifar10", download=False, val_fraction=0.0)
+            train, test, source = ds.train, ds.test, "real CIFAR-10"
+            train = (train[0][:n_train], train[1][:n_train].astype(np.int32))
+            test = (test[0][:n_test], test[1][:n_test].astype(np.int32))
+        except Exception as error:  # not prepared on this machine (offline): say so in the result
+            source = f"synthetic (no CIFAR-10 on disk: {type(error).__name__})"
+            train = None
+    if train is None:
+        train, test = workloads.synthetic_images(spec["image_shape"], n_train, n_test)
+    keep = (len(train[0]) // workloads.BATCH) * workloads.BATCH
+    return (train[0][:keep], train[1][:keep]), test, source
+
+
+def accuracy(predict, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
+    correct = 0
+    for i in range(0, len(x), batch):
+        correct += int(np.sum(np.argmax(np.asarray(predict(x[i : i + batch])), axis=-1) == y[i : i + batch]))
+    return correct / len(x)
+
+
+def measure(peer: str, task: str, data: str, epochs: int, n_train: int, n_test: int, seed: int) -> dict:
+    module, name = PEERS[peer]
+    train_fn = getattr(importlib.import_module(module), name)
+    (x, y), (x_test, y_test), source = load_data(data, n_train, n_test)
+    image_shape = x.shape[1:]
+    shape = workloads.input_shape(task, image_shape)
+    x, x_test = x.reshape(len(x), *shape), x_test.reshape(len(x_test), *shape)
+    timings, losses = [], []
+    for _ in range(2):  # the first call compiles; the second is the measurement
+        start = time.perf_counter()
+        out = train_fn(task, (x, y), epochs, seed)
+        timings.append(time.perf_counter() - start)
+        losses.append(float(out[0]))
+    predict, notes = out[1], list(out[2]) if len(out) > 2 else []
+    examples = (len(x) // workloads.BATCH) * workloads.BATCH * epochs
+    return {
+        "peer": peer,
+        "task": task,
+        "data": data,
+        "data_source": source,
+        "image_shape": list(image_shape),
+        "epochs": epochs,
+        "train_examples": len(x),
+        "test_examples": len(x_test),
+        "examples": examples,
+        "first_call_seconds": timings[0],
+        "warm_seconds": timings[1],
+        "examples_per_second": examples / timings[1],
+        "final_loss": losses[1],
+        "first_call_final_loss": losses[0],
+        "test_accuracy": accuracy(predict, x_test, y_test),
+        "notes": notes,
+    }
+
+
+def peak_matmul(size: int = 2048, repeats: int = 10) -> dict:
+    """The machine's f32 matmul FLOP/s as XLA reaches it: the best of ``repeats`` jitted [size, size] products."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, b).block_until_ready()  # compile
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return {"peak_gflops": 2 * size**3 / best / 1e9, "matmul_size": size, "backend": jax.default_backend()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("peer", nargs="?", choices=sorted(PEERS))
+    parser.add_argument("--task", choices=workloads.TASKS, default="mlp")
+    parser.add_argument("--data", choices=sorted(workloads.DATASETS), default="synth")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-size", type=int, default=None)
+    parser.add_argument("--test-size", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peak", action="store_true", help="measure the f32 matmul FLOP/s instead")
+    parser.add_argument("--peak-size", type=int, default=2048)
+    args = parser.parse_args(argv)
+    if args.peak:
+        result = peak_matmul(args.peak_size)
+    elif args.peer is None:
+        parser.error("give a PEER or --peak")
+    else:
+        spec = workloads.DATASETS[args.data]
+        n_train = args.train_size or spec["train"]
+        n_test = args.test_size or spec["test"]
+        result = measure(args.peer, args.task, args.data, args.epochs, n_train, n_test, args.seed)
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
