@@ -10,6 +10,7 @@ import jax
 from flax import nnx
 
 from dlfund import activations
+from dlfund.models import conv_ops
 from dlfund.models.base import Model, check_rate, check_size
 from dlfund.models.blocks import (
     Dropout,
@@ -21,7 +22,7 @@ from dlfund.models.blocks import (
     per_block,
 )
 
-_POOLS = {"max": nnx.max_pool, "avg": nnx.avg_pool}
+_POOLINGS = ("max", "avg")  # non-overlapping windows (stride = window): conv_ops.pool
 
 
 def _conv_size(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -132,7 +133,7 @@ class CNN(Model):
         if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
             raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
         padding = padding.upper()
-        check_choice("pooling", pooling, tuple(_POOLS))
+        check_choice("pooling", pooling, _POOLINGS)
         self.input_shape, self.kernel_sizes, self.strides, self.pools = input_shape, kernel_sizes, strides, pools
         self.padding, self.pooling, self.global_pool = padding, pooling, bool(global_pool)
         h, w = self._feature_map(input_shape[:2])
@@ -153,7 +154,16 @@ class CNN(Model):
         )
         self.convs = nnx.List(
             [
-                nnx.Conv(cin, cout, (k, k), strides=(s, s), padding=padding, use_bias=not batch_norm, rngs=rngs)
+                nnx.Conv(
+                    cin,
+                    cout,
+                    (k, k),
+                    strides=(s, s),
+                    padding=padding,
+                    use_bias=not batch_norm,
+                    conv_general_dilated=conv_ops.conv_general_dilated,  # faster kernel gradient on CPU
+                    rngs=rngs,
+                )
                 for cin, cout, k, s in zip((input_shape[2], *channels), channels, kernel_sizes, strides)
             ]
         )
@@ -182,7 +192,7 @@ class CNN(Model):
             x = self.activation(x)
             if self.pools[i] > 1:
                 p = self.pools[i]
-                x = _POOLS[self.pooling](x, (p, p), strides=(p, p))
+                x = conv_ops.pool(x, p, self.pooling)
         return x.mean(axis=(1, 2)) if self.global_pool else x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
     def _drop(self, x: jax.Array, rngs: jax.Array | None, site: int) -> jax.Array:

@@ -7,13 +7,17 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from dlfund.models import conv_ops
 from dlfund.models.base import Model, check_size
 from dlfund.models.blocks import as_images, check_image_input, check_shape
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int, rngs: nnx.Rngs) -> tuple[nnx.Conv, nnx.BatchNorm]:
     # No conv bias: the BatchNorm right after it has its own shift.
-    conv = nnx.Conv(cin, cout, (kernel, kernel), strides=(stride, stride), padding="SAME", use_bias=False, rngs=rngs)
+    conv = nnx.Conv(
+        cin, cout, (kernel, kernel), strides=(stride, stride), padding="SAME", use_bias=False,
+        conv_general_dilated=conv_ops.conv_general_dilated, rngs=rngs,
+    )  # fmt: skip
     return conv, nnx.BatchNorm(cout, rngs=rngs)
 
 
