@@ -27,6 +27,9 @@ from benchmarks import workloads
 #: PyTorch measurement never loads JAX's runtime and vice versa.
 PEERS = {
     "dlfund": ("benchmarks.peers_jax", "train_dlfund"),
+    "dlfund-scan": ("benchmarks.peers_jax", "train_dlfund_scan"),
+    "dlfund-chunk": ("benchmarks.peers_jax", "train_dlfund_chunk"),
+    "dlfund-loop": ("benchmarks.peers_jax", "train_dlfund_loop"),
     "flax-nnx-jit": ("benchmarks.peers_jax", "train_flax_nnx_jit"),
     "jax-jit": ("benchmarks.peers_jax", "train_jax_jit"),
     "jax-scan": ("benchmarks.peers_jax", "train_jax_scan"),

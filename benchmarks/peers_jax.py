@@ -154,16 +154,22 @@ def dlfund_model(task: str, shape: tuple[int, ...], seed: int):
     )
 
 
-def train_dlfund(task, train, epochs, seed):
+def train_dlfund(task, train, epochs, seed, execution="auto"):
     import dlfund
 
     model = dlfund_model(task, train[0].shape[1:], seed)
     # The call a user writes (default metrics: training accuracy is computed too; the other peers skip it).
     result = dlfund.fit(
-        model, train, optimizer="adam", learning_rate=LR, epochs=epochs, batch_size=BATCH, seed=seed, progress=False
-    )
+        model, train, optimizer="adam", learning_rate=LR, epochs=epochs, batch_size=BATCH, seed=seed, progress=False,
+        execution=execution,
+    )  # fmt: skip
     notes = [f"execution={result.execution}"]
     return result.history.last()["loss"], functools.partial(dlfund.predict, result.model), notes
+
+
+train_dlfund_scan = functools.partial(train_dlfund, execution="scan")
+train_dlfund_chunk = functools.partial(train_dlfund, execution="chunk")
+train_dlfund_loop = functools.partial(train_dlfund, execution="loop")
 
 
 # --- flax-nnx-jit: nnx.jit per batch ------------------------------------------------------------------------

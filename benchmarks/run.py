@@ -43,7 +43,10 @@ from typing import Any
 from benchmarks import workloads
 
 ROOT = Path(__file__).resolve().parent.parent
-KNOWN_PEERS = ("dlfund", "flax-nnx-jit", "jax-jit", "jax-scan", "keras-jax", "torch-eager", "torch-compile")
+DEFAULT_PEERS = ("dlfund", "flax-nnx-jit", "jax-jit", "jax-scan", "keras-jax", "torch-eager", "torch-compile")
+#: opt-in: dlfund.fit with its epoch strategy forced (execution=...), to measure the strategies against each other
+STRATEGY_PEERS = ("dlfund-scan", "dlfund-chunk", "dlfund-loop")
+KNOWN_PEERS = DEFAULT_PEERS + STRATEGY_PEERS
 #: top-level packages each peer imports beyond the project's own dependencies (the ``bench`` extra)
 REQUIRES = {"keras-jax": ("keras",), "torch-eager": ("torch",), "torch-compile": ("torch",)}
 NOT_INSTALLED = "not installed: pip install -e '.[bench]'"
@@ -58,13 +61,13 @@ ACCURACY_SLACK = 0.02  # a peer this far below dlfund's test accuracy gets a not
 
 
 def parse_peers(text: str | None) -> list[str]:
-    """The peers named in a comma-separated list (all known peers for None), in the order given.
+    """The peers named in a comma-separated list (the default peers for None), in the order given.
 
     Raises:
       ValueError: an unknown name; the message lists the known peers.
     """
     if text is None:
-        return list(KNOWN_PEERS)
+        return list(DEFAULT_PEERS)
     peers = [p.strip() for p in text.split(",") if p.strip()]
     unknown = [p for p in peers if p not in KNOWN_PEERS]
     if unknown or not peers:
@@ -84,7 +87,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--task", required=True, help=f"one of: {', '.join(workloads.TASKS)}")
     parser.add_argument("--data", default="synth", help=f"one of: {', '.join(workloads.DATASETS)} (default synth)")
-    parser.add_argument("--peers", default=None, help=f"comma-separated, default all: {','.join(KNOWN_PEERS)}")
+    parser.add_argument(
+        "--peers",
+        default=None,
+        help=f"comma-separated; default: {','.join(DEFAULT_PEERS)}; also: {','.join(STRATEGY_PEERS)}",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per timed call (default 3)")
     parser.add_argument("--train-size", type=int, default=None, help="training examples (default 60k synth, 50k cifar)")
@@ -316,6 +323,8 @@ def machine() -> dict[str, Any]:
 
 def section_title(args: argparse.Namespace) -> str:
     title = f"{args.task}, data={args.data}, {args.epochs} epochs, {args.train_size} training examples"
+    if any(p in STRATEGY_PEERS for p in args.peers):
+        title += ", dlfund epoch strategies"  # not the peer table of this configuration: a section of its own
     return title + "".join(f", {item}" for item in args.env)  # a variant (an XLA flag, say) gets its own section
 
 

@@ -72,7 +72,8 @@ def test_bad_arguments_exit_before_any_work_listing_the_known_names(argv, expect
 
 def test_peers_parse_in_order_without_repeats_and_default_to_all():
     assert run.parse_peers("jax-scan, dlfund,jax-scan") == ["jax-scan", "dlfund"]
-    assert run.parse_peers(None) == list(run.KNOWN_PEERS)
+    assert run.parse_peers(None) == list(run.DEFAULT_PEERS)
+    assert run.parse_peers("dlfund-scan,dlfund") == ["dlfund-scan", "dlfund"]  # opt-in strategy peers
     with pytest.raises(ValueError, match="known peers"):
         run.parse_peers(",")
 
@@ -228,3 +229,10 @@ def test_worker_command_passes_the_configuration():
     assert command[1:4] == ["-m", "benchmarks.peers", "keras-jax"]
     assert "--epochs=7" in command and "--train-size=4096" in command and "--task=mlp" in command
     assert run.worker_env(["A=1=2"])["A"] == "1=2" and run.worker_env()["KERAS_BACKEND"] == "jax"
+
+
+def test_strategy_peers_get_a_results_section_of_their_own():
+    """Forcing dlfund's epoch strategies must not overwrite the configuration's peer table in RESULTS.md."""
+    default = run.section_title(run.parse_args(["--task", "cnn"]))
+    strategies = run.section_title(run.parse_args(["--task", "cnn", "--peers", "dlfund-scan,dlfund-chunk"]))
+    assert default != strategies and strategies.startswith(default)

@@ -57,9 +57,10 @@ def _max_pool(x: jax.Array, window: int) -> jax.Array:
 def _max_and_position(x: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
     """Each window's maximum [B, Ho, Wo, C] and the position in the window (row-major) of its first occurrence.
 
-    The gradient is routed by that stored position, not by comparing the input with the maximum again: XLA may
-    recompute the input inside another fusion with different rounding, and an equality test (``jnp.max``'s
-    gradient) then finds no maximum in the window and divides by 0 (seen at XLA's optimization level 0)."""
+    The gradient is routed by that stored position, not by comparing the input with the maximum again, as
+    ``jnp.max``'s gradient does (dividing by the number of matches): with that, a batch-norm CNN compiled at XLA's
+    optimization level 0 got NaN kernel gradients, most likely from a window where the comparison, made on an input
+    recomputed with other rounding, matched nothing (0/0). A stored position cannot fail that way."""
     b, h, w, c = x.shape
     ho, wo = h // window, w // window
     blocks = x[:, : ho * window, : wo * window].reshape(b, ho, window, wo, window, c)
