@@ -7,7 +7,8 @@ at 14x14, 2x2 max pool), milliseconds per call of a jitted function, median of `
   against ``conv_ops.pool`` (elementwise, the winner's position kept);
 * the kernel gradient: XLA's (a convolution contracting over the batch) against ``conv_ops``' matmuls (one per
   kernel tap, or one im2col matmul for few input channels);
-* the forward convolution: XLA's against the same two matmul forms (they were slower; kept for the record);
+* the forward convolution: XLA's against dlfund's, and against the two matmul forms (conv_ops uses the per-tap
+  form below ``conv_ops.IM2COL_MAX_CHANNELS`` input channels, where it is faster, and XLA's above);
 * one whole training step's gradient (value_and_grad of the cross-entropy) with Flax's operations and with dlfund's.
 
 Run: ``.venv/bin/python benchmarks/bench_conv_parts.py`` (about 1 minute). Set ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``
@@ -124,8 +125,10 @@ def main(argv=None) -> None:
             timed(kernel_grad(dlfund_conv), x, w, g, repeat=args.repeat),
         )
         native = timed(jax.jit(lax_conv), x, w, repeat=args.repeat)
+        few = w_shape[2] < conv_ops.IM2COL_MAX_CHANNELS  # conv_ops' forward is the per-tap form only then
+        row(f"{label}: forward", native, timed(jax.jit(dlfund_conv), x, w, repeat=args.repeat))
         row(
-            f"{label}: forward, one matmul per tap (not used)",
+            f"{label}: forward, one matmul per tap{'' if few else ' (not used here)'}",
             native,
             timed(jax.jit(forward_by_taps), x, w, repeat=args.repeat),
         )

@@ -42,14 +42,17 @@ def test_conv_value_and_gradients_equal_lax(size, channels, out_channels, kernel
     w = jnp.asarray(rng.normal(size=(*kernel, channels, out_channels)), jnp.float32)
     expected_loss, (expected_dx, expected_dw) = _conv_grads(jax.lax.conv_general_dilated, x, w, strides, padding)
     loss, (dx, dw) = _conv_grads(conv_ops.conv_general_dilated, x, w, strides, padding)
-    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
-    np.testing.assert_allclose(dx, expected_dx, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(dw, expected_dw, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-5, atol=1e-5)  # a sum of sines: may be near 0
+    # Sums of the same products in another order (on CPU the forward pass for < 8 input channels and the kernel
+    # gradient are matmuls): equal to float32 rounding relative to the largest entry.
+    for got, expected in ((dx, expected_dx), (dw, expected_dw)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-5 * float(np.abs(expected).max()))
 
 
 @pytest.mark.parametrize("channels", [1, 16])
 def test_kernel_gradient_is_matmuls_on_cpu_and_batches_under_vmap(channels):
-    """On CPU the kernel gradient is computed without a convolution (the slow XLA:CPU path); vmap (sweeps) works."""
+    """On CPU the kernel gradient is computed without a convolution (the slow XLA:CPU path), and so is the forward
+    pass below 8 input channels; vmap (sweeps) works."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(3, 2, 6, 6, channels)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, 3, channels, 4)), jnp.float32)
@@ -64,7 +67,8 @@ def test_kernel_gradient_is_matmuls_on_cpu_and_batches_under_vmap(channels):
     ours, reference = kernel_grad(conv_ops.conv_general_dilated), kernel_grad(jax.lax.conv_general_dilated)
     np.testing.assert_allclose(ours(x, w), reference(x, w), rtol=1e-5, atol=1e-4)
     hlo = ours.lower(x, w).compile().as_text()
-    assert hlo.count("convolution(") == 1  # the forward pass only; the reference has two
+    forward_convolutions = 0 if channels < conv_ops.IM2COL_MAX_CHANNELS else 1
+    assert hlo.count("convolution(") == forward_convolutions  # the reference has two: forward and kernel gradient
     assert reference.lower(x, w).compile().as_text().count("convolution(") == 2
 
 
@@ -90,7 +94,7 @@ def test_nnx_conv_with_it_keeps_its_parameters_and_outputs():
     flax = nnx.Conv(3, 5, (3, 3), rngs=nnx.Rngs(0))
     x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 8, 8, 3)), jnp.float32)
     assert jax.tree.structure(nnx.state(ours)) == jax.tree.structure(nnx.state(flax))
-    np.testing.assert_array_equal(ours(x), flax(x))
+    np.testing.assert_allclose(ours(x), flax(x), rtol=1e-5, atol=1e-6)
 
 
 _FLAX_POOLS = {"max": nnx.max_pool, "avg": nnx.avg_pool}

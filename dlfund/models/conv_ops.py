@@ -1,24 +1,27 @@
-"""Convolution and pooling with faster gradients on XLA:CPU, same values and parameters as Flax's.
+"""Convolution and pooling that are faster on XLA:CPU, with Flax's values (to rounding) and parameters.
 
-Two of a small CNN's backward operations are slow on XLA:CPU (2-core AMD EPYC, batch 128, 28x28 MNIST-shaped,
-`benchmarks/README.md` has the measurements):
+Three of a small CNN's operations are slow on XLA:CPU (2-core AMD EPYC, batch 128, 28x28 MNIST-shaped;
+``benchmarks/bench_conv_parts.py`` measures them, ``benchmarks/README.md`` has the numbers):
 
 * the gradient of ``lax.reduce_window`` max pooling (``nnx.max_pool``) is a ``select_and_scatter``, about 50 ms
   per step for a 2x2 pool over 28x28x32 maps, more than all the convolutions' forward passes together. A
   non-overlapping pool (window == stride, the usual 2x2/2) is elementwise instead: the forward pass keeps each
-  window's maximum and where it was, the backward pass puts the gradient there: 1.3 ms.
+  window's maximum and where it was, the backward pass puts the gradient there: ~2 ms.
 * the kernel gradient of a convolution (a convolution contracting over the batch) runs at 9-30 GFLOP/s, a fifth of
   the machine's matmul rate. Written as one matmul per kernel tap (the input window shifted by the tap, [N*H*W, C]
-  transposed, times the output gradient [N*H*W, O]), or for few input channels as one im2col matmul, it is 1.5-5x
+  transposed, times the output gradient [N*H*W, O]), or for few input channels as one im2col matmul, it is 2-4x
   faster.
+* the forward pass of a convolution over few input channels (a first layer reading 1- or 3-channel images) is
+  3x faster as one [N*H*W, C] x [C, O] matmul per tap than as XLA:CPU's convolution; over many channels it is
+  3x slower, so only convolutions with fewer than ``IM2COL_MAX_CHANNELS`` input channels take it.
 
 :func:`conv_general_dilated` is a drop-in ``conv_general_dilated`` for ``nnx.Conv`` (same signature, same kernel
-and bias, so checkpoints and pretrained weights are unchanged): the forward pass and the input gradient are
-XLA's own; only the kernel gradient is rewritten, and only on CPU (``lax.platform_dependent``: on GPU/TPU the
-native gradient runs). :func:`pool` is a non-overlapping max or average pool with Flax's values and gradients
+and bias, so checkpoints and pretrained weights are unchanged): the input gradient is XLA's own; the kernel
+gradient and a few-channel forward pass are rewritten, and only on CPU (``lax.platform_dependent``: on GPU/TPU
+XLA's own run). :func:`pool` is a non-overlapping max or average pool with Flax's values and gradients
 (a tie's gradient goes to the window's first maximum, as ``select_and_scatter`` does).
 
-Numerics: the rewritten kernel gradient sums the same products in another order (relative differences ~1e-6).
+Numerics: the rewritten operations sum the same products in another order (differences of float32 rounding).
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ import jax.numpy as jnp
 from jax import lax
 
 #: Below this many input channels the kernel gradient is one im2col matmul (the [N*H*W, kh*kw*C] patch matrix is
-#: small); from it on one matmul per tap, which avoids writing the patch matrix (measured: C=1 and C=3 faster
-#: with im2col, C=32 and C=64 with taps).
+#: small), and the forward pass one matmul per tap; from it on the kernel gradient is one matmul per tap, which
+#: avoids writing the patch matrix, and the forward pass XLA's (measured: C=1 and C=3 faster with im2col, C=32 and
+#: C=64 with taps; the forward by taps 3x faster at C=1, 3x slower at C=32).
 IM2COL_MAX_CHANNELS = 8
 
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
@@ -147,12 +151,21 @@ def _conv(strides: tuple[int, int], padding: tuple[tuple[int, int], ...], precis
             lhs, rhs, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision
         )
 
+    def primal(lhs, rhs):
+        if rhs.shape[2] >= IM2COL_MAX_CHANNELS:
+            return native(lhs, rhs)
+
+        def by_taps(lhs, rhs):
+            return _forward_by_matmul(lhs, rhs, strides, padding, precision)
+
+        return lax.platform_dependent(lhs, rhs, cpu=by_taps, default=native)
+
     @jax.custom_vjp
     def conv(lhs, rhs):
-        return native(lhs, rhs)
+        return primal(lhs, rhs)
 
     def forward(lhs, rhs):
-        return native(lhs, rhs), (lhs, rhs)
+        return primal(lhs, rhs), (lhs, rhs)
 
     def backward(residuals, g):
         lhs, rhs = residuals
@@ -173,25 +186,43 @@ def _conv(strides: tuple[int, int], padding: tuple[tuple[int, int], ...], precis
     return conv
 
 
+def _taps(lhs, out_hw, kernel_hw, strides, padding):
+    """For each kernel tap (i, j), row-major, the inputs it multiplies, one row per output position: kh*kw arrays
+    [N*Ho*Wo, C]."""
+    n, _, _, c = lhs.shape
+    (ho, wo), (kh, kw), (sh, sw), ((ph0, ph1), (pw0, pw1)) = out_hw, kernel_hw, strides, padding
+    padded = jnp.pad(lhs, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0)))
+    return [
+        padded[:, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw, :].reshape(n * ho * wo, c)
+        for i in range(kh)
+        for j in range(kw)
+    ]
+
+
+def _forward_by_matmul(lhs, rhs, strides, padding, precision):
+    """The convolution [N, Ho, Wo, O] as a sum of one [N*Ho*Wo, C] x [C, O] matmul per tap: for few input
+    channels (the first layer) 3x faster than XLA:CPU's convolution; for many, 3x slower (bench_conv_parts.py)."""
+    kh, kw, _, o = rhs.shape
+    n, h, w, _ = lhs.shape
+    (sh, sw), ((ph0, ph1), (pw0, pw1)) = strides, padding
+    ho, wo = (h + ph0 + ph1 - kh) // sh + 1, (w + pw0 + pw1 - kw) // sw + 1
+    taps = _taps(lhs, (ho, wo), (kh, kw), strides, padding)
+    out = sum(jnp.matmul(t, rhs[k // kw, k % kw], precision=precision) for k, t in enumerate(taps))
+    return out.reshape(n, ho, wo, o).astype(lhs.dtype)
+
+
 def _kernel_grad_by_matmul(lhs, g, kernel_shape, strides, padding, precision):
     """d loss / d kernel [kh, kw, C, O] of an NHWC/HWIO convolution as matmuls: for tap (i, j), the input
     positions that tap read, [N*Ho*Wo, C], transposed, times the output gradient g [N*Ho*Wo, O]."""
     kh, kw, c, o = kernel_shape
     n, ho, wo, _ = g.shape
-    (sh, sw), ((ph0, ph1), (pw0, pw1)) = strides, padding
-    padded = jnp.pad(lhs, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0)))
     grads = g.reshape(n * ho * wo, o)
-
-    def tap(i, j):  # the inputs tap (i, j) multiplied, one row per output position: [N*Ho*Wo, C]
-        window = padded[:, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw, :]
-        return window.reshape(n * ho * wo, c)
-
-    taps = [(i, j) for i in range(kh) for j in range(kw)]
+    taps = _taps(lhs, (ho, wo), (kh, kw), strides, padding)
     if c < IM2COL_MAX_CHANNELS:
-        patches = jnp.concatenate([tap(i, j) for i, j in taps], axis=1)  # [N*Ho*Wo, kh*kw*C]
+        patches = jnp.concatenate(taps, axis=1)  # [N*Ho*Wo, kh*kw*C]
         d_kernel = _contract_rows(patches, grads, precision)
     else:
-        d_kernel = jnp.stack([_contract_rows(tap(i, j), grads, precision) for i, j in taps])
+        d_kernel = jnp.stack([_contract_rows(t, grads, precision) for t in taps])
     return d_kernel.reshape(kh, kw, c, o).astype(lhs.dtype)
 
 
