@@ -54,22 +54,19 @@ def dlfund_conv(x, w):
     return conv_ops.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dims)
 
 
-def _taps(x, kh, kw):
-    """The inputs each tap of a SAME kh x kw kernel reads: kh*kw arrays [N*H*W, C]."""
-    n, h, w, c = x.shape
-    xp = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
-    return [xp[:, i : i + h, j : j + w, :].reshape(n * h * w, c) for i in range(kh) for j in range(kw)]
+def _same_padding(x, w):
+    return jax.lax.padtype_to_pads(x.shape[1:3], w.shape[:2], (1, 1), "SAME")
 
 
 def forward_by_taps(x, w):
-    kh, kw, _, o = w.shape
-    out = sum(t @ w[k // kw, k % kw] for k, t in enumerate(_taps(x, kh, kw)))
-    return out.reshape(*x.shape[:3], o)
+    """conv_ops' own per-tap forward pass (which it uses below IM2COL_MAX_CHANNELS input channels), for any C."""
+    return conv_ops._forward_by_matmul(x, w, (1, 1), _same_padding(x, w), None)
 
 
 def forward_by_im2col(x, w):
     kh, kw, c, o = w.shape
-    return (jnp.concatenate(_taps(x, kh, kw), axis=1) @ w.reshape(kh * kw * c, o)).reshape(*x.shape[:3], o)
+    taps = conv_ops._taps(x, x.shape[1:3], (kh, kw), (1, 1), _same_padding(x, w))
+    return (jnp.concatenate(taps, axis=1) @ w.reshape(kh * kw * c, o)).reshape(*x.shape[:3], o)
 
 
 def kernel_grad(conv):

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import workloads
+from benchmarks.peers import RESULT_PREFIX  # what a peer process puts before its JSON line
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PEERS = ("dlfund", "flax-nnx-jit", "jax-jit", "jax-scan", "keras-jax", "torch-eager", "torch-compile")
@@ -50,7 +51,6 @@ KNOWN_PEERS = DEFAULT_PEERS + STRATEGY_PEERS
 #: top-level packages each peer imports beyond the project's own dependencies (the ``bench`` extra)
 REQUIRES = {"keras-jax": ("keras",), "torch-eager": ("torch",), "torch-compile": ("torch",)}
 NOT_INSTALLED = "not installed: pip install -e '.[bench]'"
-RESULT_PREFIX = "BENCH_RESULT "  # what benchmarks/peers.py puts before its JSON line
 QUICK = {"train_size": 1024, "test_size": 512, "epochs": 1, "repeat": 1}
 DEFAULT_RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "keras", "torch", "numpy", "dlfund")

@@ -48,9 +48,14 @@ def pool(x: jax.Array, window: int, kind: str = "max") -> jax.Array:
     Values and gradients equal ``nnx.max_pool``'s / ``nnx.avg_pool``'s."""
     if kind == "max":
         return _max_pool(x, window)
+    return _windows(x, window).mean(axis=(2, 4))
+
+
+def _windows(x: jax.Array, window: int) -> jax.Array:
+    """x [B, H, W, C] cut into non-overlapping windows, a ragged border dropped: [B, Ho, window, Wo, window, C]."""
     b, h, w, c = x.shape
     ho, wo = h // window, w // window
-    return x[:, : ho * window, : wo * window].reshape(b, ho, window, wo, window, c).mean(axis=(2, 4))
+    return x[:, : ho * window, : wo * window].reshape(b, ho, window, wo, window, c)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -65,9 +70,7 @@ def _max_and_position(x: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
     ``jnp.max``'s gradient does (dividing by the number of matches): with that, a batch-norm CNN compiled at XLA's
     optimization level 0 got NaN kernel gradients, most likely from a window where the comparison, made on an input
     recomputed with other rounding, matched nothing (0/0). A stored position cannot fail that way."""
-    b, h, w, c = x.shape
-    ho, wo = h // window, w // window
-    blocks = x[:, : ho * window, : wo * window].reshape(b, ho, window, wo, window, c)
+    blocks = _windows(x, window)
     best = blocks[:, :, 0, :, 0, :]
     position = jnp.zeros(best.shape, jnp.int8 if window * window <= 127 else jnp.int32)
     for k in range(1, window * window):
