@@ -105,6 +105,22 @@ def test_the_scale_check_sees_every_feature_and_the_whole_range():
     assert problem is not None and f"{x.max():g}]" in problem
 
 
+def test_fit_takes_the_inputs_range_from_the_finiteness_check(monkeypatch):
+    """The range as_split_with_range found (the original dtype's values, exactly) is the one the scale warning
+    reports: fit passes it on instead of a second min/max over the images."""
+    from dlfund.train import checks
+
+    x = np.random.default_rng(0).integers(3, 251, size=(64, 6)).astype(np.uint8)
+    (converted, _), value_range = checks.as_split_with_range("train", (x, np.zeros(64, np.int32)))
+    assert converted.dtype == np.float32 and value_range == (x.min(), x.max())
+    seen = []
+    original = checks.scale_problem
+    monkeypatch.setattr(checks, "scale_problem", lambda *a: seen.append(a[2:]) or original(*a))
+    with pytest.warns(dlfund.DataWarning, match=rf"integers \(uint8\) in \[{x.min()}, {x.max()}\]"):
+        dlfund.fit(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x, np.arange(64) % 10), **FIT)
+    assert seen == [((float(x.min()), float(x.max())),)]
+
+
 def test_negative_labels_stay_a_label_error():
     x, y = blobs()
     with pytest.raises(ValueError, match=r"labels must be in \[0, 10\); found \[-1\]"):

@@ -125,6 +125,7 @@ class _Split:
     name: str
     arrays: tuple[np.ndarray, np.ndarray] | None = None
     reader: Any = None
+    value_range: tuple[float, float] | None = None  # the inputs' (min, max), for arrays
 
     @classmethod
     def of(cls, name: str, split: Any) -> _Split:
@@ -132,7 +133,8 @@ class _Split:
             if len(split) == 0:
                 raise ValueError(f"the {name} split is empty: there is nothing to train or evaluate on")
             return cls(name, reader=split)
-        return cls(name, arrays=checks.as_split(name, split))
+        arrays, value_range = checks.as_split_with_range(name, split)
+        return cls(name, arrays=arrays, value_range=value_range)
 
     def __len__(self) -> int:
         return len(self.arrays[0]) if self.arrays is not None else len(self.reader)
@@ -392,21 +394,20 @@ def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
         learning_rate = checks.check_learning_rate(learning_rate)
     validation_data = options.validation_data
     train_split, val_split, dataset_classes = _split_data(data, validation_data)
+    train_data = _Split.of("train", train_split)
+    val_data = _Split.of("validation", val_split) if val_split is not None else None
     # Arrays the user gave directly (not a Dataset's, which are normalized): check that they look normalized.
-    given_as_arrays = [("train", train_split)] if not _is_dataset(data) else []
-    if val_split is not None and (validation_data is not None or not _is_dataset(data)):
-        given_as_arrays.append(("validation", val_split))
+    given_as_arrays = [(train_split, train_data)] if not _is_dataset(data) else []
+    if val_data is not None and (validation_data is not None or not _is_dataset(data)):
+        given_as_arrays.append((val_split, val_data))
     checks.warn_unnormalized(
         [
             problem
-            for name, split in given_as_arrays
-            if isinstance(split, (tuple, list))
-            and len(split) == 2
-            and (problem := checks.scale_problem(name, np.asarray(split[0]))) is not None
+            for split, checked in given_as_arrays
+            if checked.arrays is not None
+            and (problem := checks.scale_problem(checked.name, np.asarray(split[0]), checked.value_range)) is not None
         ]
     )
-    train_data = _Split.of("train", train_split)
-    val_data = _Split.of("validation", val_split) if val_split is not None else None
     example_shape = train_data.example_shape
     checks.check_model_input(model, example_shape)
     if val_data is not None and val_data.example_shape != example_shape:
