@@ -165,34 +165,56 @@ def test_is_installed_looks_up_the_peers_packages():
         del run.REQUIRES["fake-peer"]
 
 
-def test_rounds_rotate_the_peer_order():
+def test_rounds_rotate_the_peer_order_and_each_round_has_its_seed():
     runner = FakeRunner()
-    run.run_benchmark(args_for("--repeat", "3"), runner, installed=lambda peer: True)
-    order = [c[3] for c in runner.calls if "--peak" not in c]
+    run.run_benchmark(args_for("--repeat", "3", "--seed", "10"), runner, installed=lambda peer: True)
+    order = [(c[3], c[-1]) for c in runner.calls if "--peak" not in c]
     assert order == [
-        *("dlfund", "jax-scan", "flax-nnx-jit"),
-        *("jax-scan", "flax-nnx-jit", "dlfund"),
-        *("flax-nnx-jit", "dlfund", "jax-scan"),
+        *(("dlfund", "--seed=10"), ("jax-scan", "--seed=10"), ("flax-nnx-jit", "--seed=10")),
+        *(("jax-scan", "--seed=11"), ("flax-nnx-jit", "--seed=11"), ("dlfund", "--seed=11")),
+        *(("flax-nnx-jit", "--seed=12"), ("dlfund", "--seed=12"), ("jax-scan", "--seed=12")),
     ]
 
 
 def test_summary_takes_medians_ratios_to_dlfund_and_the_peak_fraction():
+    rounds = [(900, 0.9, 0.2), (1000, 0.7, 0.3), (5000, 0.8, 0.7)]  # examples/s, test accuracy, final loss
+    dlfund_runs = [fake_result("dlfund", rate, accuracy=acc, loss=loss) for rate, acc, loss in rounds]
     measured = {
         "peak": {"status": "ok", "peak_gflops": 10.0},
         "peers": {
-            "dlfund": {"status": "ok", "runs": [fake_result("dlfund", r) for r in (900, 1000, 5000)]},
+            "dlfund": {"status": "ok", "runs": dlfund_runs},
             "jax-scan": {"status": "ok", "runs": [fake_result("jax-scan", r, accuracy=0.5) for r in (1500, 2000)]},
         },
     }
     rows = {r["peer"]: r for r in run.summarize(measured, flops_per_example=1_000_000)}
     assert rows["dlfund"]["examples_per_second"] == 1000  # the median, not the mean
     assert (rows["dlfund"]["min"], rows["dlfund"]["max"]) == (900, 5000)
+    # loss and accuracy: means over the rounds' seeds, the accuracy with its range
+    assert rows["dlfund"]["test_accuracy"] == pytest.approx(0.8) and rows["dlfund"]["final_loss"] == pytest.approx(0.4)
     assert rows["jax-scan"]["vs_dlfund"] == pytest.approx(1.75)
     assert rows["dlfund"]["peak_fraction"] == pytest.approx(1000 * 1e6 / 10e9)
-    assert any("test accuracy 0.500 < dlfund's 0.900" in n for n in rows["jax-scan"]["notes"])
+    assert any("test accuracy 0.500 < dlfund's 0.800" in n for n in rows["jax-scan"]["notes"])
     table = run.format_table(list(rows.values()))
-    assert "| dlfund | 1,000 (900-5,000) | 1.00x | 10.0% | 5.00 | 3.00 | 0.3000 | 0.900 |  |" in table
+    assert "| dlfund | 1,000 (900-5,000) | 1.00x | 10.0% | 5.00 | 3.00 | 0.4000 | 0.800 (0.700-0.900) |  |" in table
     assert "| jax-scan | 1,750 (1,500-2,000) | 1.75x | 17.5% |" in table
+
+
+@pytest.mark.parametrize(
+    ("peer_accuracies", "note"),
+    [
+        ((0.74, 0.71, 0.77), None),  # within the slack
+        ((0.82, 0.77, 0.76), None),  # 3.3 points above on average, but the seeds' ranges overlap
+        ((0.85, 0.84, 0.86), "test accuracy 0.850 > dlfund's 0.763"),  # dlfund must not win by not learning
+        ((0.60, 0.62, 0.61), "test accuracy 0.610 < dlfund's 0.763"),
+    ],
+)
+def test_an_accuracy_note_needs_a_difference_beyond_the_seeds_spread(peer_accuracies, note):
+    dlfund_runs = [fake_result("dlfund", 1000, accuracy=a) for a in (0.783, 0.707, 0.798)]
+    peer_runs = [fake_result("torch-eager", 1000, accuracy=a) for a in peer_accuracies]
+    measured = {"peak": {}, "peers": {"dlfund": {"status": "ok", "runs": dlfund_runs},
+                                      "torch-eager": {"status": "ok", "runs": peer_runs}}}  # fmt: skip
+    rows = {r["peer"]: r for r in run.summarize(measured, 1000)}
+    assert rows["torch-eager"]["notes"] == ([note] if note else []) and rows["dlfund"]["notes"] == []
 
 
 def test_without_a_peak_or_dlfund_the_columns_say_so():
@@ -225,8 +247,8 @@ def test_main_prints_the_table_and_writes_json_and_results_md(tmp_path, capsys):
 
 
 def test_worker_command_passes_the_configuration():
-    command = run.worker_command("keras-jax", args_for("--epochs", "7", "--train-size", "4096"))
-    assert command[1:4] == ["-m", "benchmarks.peers", "keras-jax"]
+    command = run.worker_command("keras-jax", args_for("--epochs", "7", "--train-size", "4096"), seed=5)
+    assert command[1:4] == ["-m", "benchmarks.peers", "keras-jax"] and command[-1] == "--seed=5"
     assert "--epochs=7" in command and "--train-size=4096" in command and "--task=mlp" in command
     assert run.worker_env(["A=1=2"])["A"] == "1=2" and run.worker_env()["KERAS_BACKEND"] == "jax"
 
