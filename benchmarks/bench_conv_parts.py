@@ -7,8 +7,9 @@ at 14x14, 2x2 max pool), milliseconds per call of a jitted function, median of `
   against ``conv_ops.pool`` (elementwise, the winner's position kept);
 * the kernel gradient: XLA's (a convolution contracting over the batch) against ``conv_ops``' matmuls (one per
   kernel tap, or one im2col matmul for few input channels);
-* the forward convolution: XLA's against dlfund's, and against the two matmul forms (conv_ops uses the per-tap
-  form below ``conv_ops.IM2COL_MAX_CHANNELS`` input channels, where it is faster, and XLA's above);
+* the forward convolution: XLA's against dlfund's, and against forms conv_ops does not use for many channels:
+  matmuls per tap (conv_ops' form below ``conv_ops.IM2COL_MAX_CHANNELS`` input channels, where it is faster),
+  im2col, the taps accumulated in a ``fori_loop`` (one dot at a time), and Winograd F(2x2, 3x3);
 * one whole training step's gradient (value_and_grad of the cross-entropy) with Flax's operations and with dlfund's.
 
 Run: ``.venv/bin/python benchmarks/bench_conv_parts.py`` (about 1 minute). Set ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``
@@ -67,6 +68,53 @@ def forward_by_im2col(x, w):
     kh, kw, c, o = w.shape
     taps = conv_ops._taps(x, x.shape[1:3], (kh, kw), (1, 1), _same_padding(x, w))
     return (jnp.concatenate(taps, axis=1) @ w.reshape(kh * kw * c, o)).reshape(*x.shape[:3], o)
+
+
+def forward_by_taps_in_a_loop(x, w):
+    """The per-tap sum with one dot at a time (a ``fori_loop`` over the stacked taps). Tried because XLA:CPU runs
+    the unrolled form's 9 independent dots at once; one at a time is no faster (the stacked taps are written)."""
+    kh, kw, c, o = w.shape
+    taps = jnp.stack(conv_ops._taps(x, x.shape[1:3], (kh, kw), (1, 1), _same_padding(x, w)))
+    kernels = w.reshape(kh * kw, c, o)
+
+    def add_tap(k, total):
+        return total + taps[k] @ kernels[k]
+
+    return jax.lax.fori_loop(0, kh * kw, add_tap, jnp.zeros((taps.shape[1], o), x.dtype)).reshape(*x.shape[:3], o)
+
+
+# Winograd F(2x2, 3x3) (Lavin & Gray 2015): 16 elementwise products per 2x2 output tile instead of 36.
+_WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
+_WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
+_WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
+
+
+def forward_by_winograd(x, w):
+    """A 3x3 SAME convolution with stride 1 by Winograd F(2x2, 3x3): input tiles [4, 4] every 2 pixels transformed
+    (B^T d B), one batched [16] x [tiles, C] x [C, O] matmul with the transformed kernel (G g G^T), output tiles
+    transformed back (A^T m A)."""
+    n, h, wd, c = x.shape
+    o = w.shape[-1]
+    th, tw = -(-h // 2), -(-wd // 2)
+    xp = jnp.pad(x, ((0, 0), (1, 2 * th + 1 - h), (1, 2 * tw + 1 - wd), (0, 0)))
+    tiles = [[xp[:, a : a + 2 * th - 1 : 2, b : b + 2 * tw - 1 : 2] for b in range(4)] for a in range(4)]
+    bt = _WINOGRAD_BT
+    v = jnp.stack(
+        [
+            sum(bt[i, a] * bt[j, b] * tiles[a][b] for a in range(4) for b in range(4) if bt[i, a] * bt[j, b])
+            for i in range(4)
+            for j in range(4)
+        ]
+    ).reshape(16, n * th * tw, c)
+    u = jnp.einsum("ia,jb,abco->ijco", _WINOGRAD_G, _WINOGRAD_G, w).reshape(16, c, o)
+    m = jax.lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,)))).reshape(4, 4, n, th, tw, o)
+    at = _WINOGRAD_AT
+
+    def output(p, q):  # [N, th, tw, O]: the output pixel (p, q) of every tile
+        return sum(at[p, i] * at[q, j] * m[i, j] for i in range(4) for j in range(4) if at[p, i] * at[q, j])
+
+    rows = [jnp.stack([output(p, q) for q in (0, 1)], axis=3) for p in (0, 1)]  # 2 x [N, th, tw, 2, O]
+    return jnp.stack(rows, axis=2).reshape(n, 2 * th, 2 * tw, o)[:, :h, :wd]
 
 
 def kernel_grad(conv):
@@ -130,6 +178,11 @@ def main(argv=None) -> None:
             timed(jax.jit(forward_by_taps), x, w, repeat=args.repeat),
         )
         row(f"{label}: forward, im2col (not used)", native, timed(jax.jit(forward_by_im2col), x, w, repeat=args.repeat))
+        if not few:
+            for name, form in [("taps in a fori_loop", forward_by_taps_in_a_loop), ("Winograd", forward_by_winograd)]:
+                error = float(jnp.max(jnp.abs(jax.jit(form)(x, w) - jax.jit(lax_conv)(x, w))))
+                assert error < 1e-4 * float(jnp.max(jnp.abs(jax.jit(lax_conv)(x, w)))), (name, error)
+                row(f"{label}: forward, {name} (not used)", native, timed(jax.jit(form), x, w, repeat=args.repeat))
         row(
             f"{label}: input gradient (XLA's in both)",
             timed(input_grad(lax_conv), x, w, g, repeat=args.repeat),
