@@ -8,11 +8,11 @@ Run (from the repository root):
 What it measures: for each peer, the examples per second of a warm training call (the second call in a fresh
 process: model construction, data transfer and ``epochs`` epochs of Adam 1e-3 at batch 128, until the final loss is
 on the host), as median, min and max over ``--repeat`` interleaved rounds; the first call's time (compilation
-included); the final training loss and test accuracy (so nobody wins by not learning: round r trains with seed
-``--seed`` + r, so rounds differ in initial weights and batch order, and the table gives the mean accuracy over them
-with its range; one short run's accuracy swings by several points with the seed); the ratio to ``dlfund``;
-and the achieved fraction of the machine's f32 matmul FLOP/s (measured once with a jitted matmul; model FLOPs
-counted analytically in ``benchmarks/workloads.py``).
+included); the final training loss and test accuracy (so nobody wins by not learning: round r = 0, 1, ... trains
+with seed ``--seed`` + r, so rounds differ in initial weights and batch order, and the table gives the mean
+accuracy over them with its range; one short run's accuracy swings by several points with the seed); the ratio to
+``dlfund``; and the achieved fraction of the machine's f32 matmul FLOP/s (measured once with a jitted matmul;
+model FLOPs counted analytically in ``benchmarks/workloads.py``).
 
 Peers: ``dlfund`` (``dlfund.fit``), ``flax-nnx-jit`` (Flax MNIST example style), ``jax-jit`` (split state, a
 ``jax.jit`` step per batch), ``jax-scan`` (the best hand-written JAX loop: an epoch per ``lax.scan``),
@@ -366,7 +366,8 @@ def describe(args: argparse.Namespace, report: dict[str, Any]) -> str:
             + (f"{peak:.0f} GFLOP/s" if peak else "not measured")
             + f"; model: {report['train_flops_per_example'] / 1e6:.2f} MFLOP per training example",
             "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-            f"- {args.repeat} round(s), round r with seed {args.seed} + r; each measurement a fresh process, warm "
+            f"- {args.repeat} round(s), seeds {args.seed}-{args.seed + args.repeat - 1} (one per round); each "
+            "measurement a fresh process, warm "
             "(second) call timed; examples/s: median (min-max); final loss and test accuracy: mean (range) over "
             "the rounds' seeds",
         ]
