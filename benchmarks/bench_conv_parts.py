@@ -59,6 +59,11 @@ def _same_padding(x, w):
     return jax.lax.padtype_to_pads(x.shape[1:3], w.shape[:2], (1, 1), "SAME")
 
 
+def _same_taps(x, w):
+    """conv_ops' per-tap inputs of a SAME, stride-1 convolution: kh*kw arrays [N*H*W, C]."""
+    return conv_ops._taps(x, x.shape[1:3], w.shape[:2], (1, 1), _same_padding(x, w))
+
+
 def forward_by_taps(x, w):
     """conv_ops' own per-tap forward pass (which it uses below IM2COL_MAX_CHANNELS input channels), for any C."""
     return conv_ops._forward_by_matmul(x, w, (1, 1), _same_padding(x, w), None)
@@ -66,15 +71,14 @@ def forward_by_taps(x, w):
 
 def forward_by_im2col(x, w):
     kh, kw, c, o = w.shape
-    taps = conv_ops._taps(x, x.shape[1:3], (kh, kw), (1, 1), _same_padding(x, w))
-    return (jnp.concatenate(taps, axis=1) @ w.reshape(kh * kw * c, o)).reshape(*x.shape[:3], o)
+    return (jnp.concatenate(_same_taps(x, w), axis=1) @ w.reshape(kh * kw * c, o)).reshape(*x.shape[:3], o)
 
 
 def forward_by_taps_in_a_loop(x, w):
     """The per-tap sum with one dot at a time (a ``fori_loop`` over the stacked taps). Tried because XLA:CPU runs
     the unrolled form's 9 independent dots at once; one at a time is no faster (the stacked taps are written)."""
     kh, kw, c, o = w.shape
-    taps = jnp.stack(conv_ops._taps(x, x.shape[1:3], (kh, kw), (1, 1), _same_padding(x, w)))
+    taps = jnp.stack(_same_taps(x, w))
     kernels = w.reshape(kh * kw, c, o)
 
     def add_tap(k, total):
@@ -179,9 +183,10 @@ def main(argv=None) -> None:
         )
         row(f"{label}: forward, im2col (not used)", native, timed(jax.jit(forward_by_im2col), x, w, repeat=args.repeat))
         if not few:
+            expected = jax.jit(lax_conv)(x, w)
             for name, form in [("taps in a fori_loop", forward_by_taps_in_a_loop), ("Winograd", forward_by_winograd)]:
-                error = float(jnp.max(jnp.abs(jax.jit(form)(x, w) - jax.jit(lax_conv)(x, w))))
-                assert error < 1e-4 * float(jnp.max(jnp.abs(jax.jit(lax_conv)(x, w)))), (name, error)
+                error = float(jnp.max(jnp.abs(jax.jit(form)(x, w) - expected)))
+                assert error < 1e-4 * float(jnp.max(jnp.abs(expected))), (name, error)
                 row(f"{label}: forward, {name} (not used)", native, timed(jax.jit(form), x, w, repeat=args.repeat))
         row(
             f"{label}: input gradient (XLA's in both)",
