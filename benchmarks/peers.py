@@ -4,11 +4,12 @@ Run: ``.venv/bin/python -m benchmarks.peers PEER --task mlp --data synth --epoch
 It builds the task's data, then calls the peer's training function twice, each call timed as a whole (model
 construction, data transfer and training, until the final loss is on the host): the first call compiles, the
 second is the warm call a user re-running a notebook cell sees. It evaluates test accuracy (not timed) and prints
-one line ``BENCH_RESULT {json}`` on stdout. ``--peak`` instead measures the machine's f32 matmul FLOP/s.
+one line ``BENCH_RESULT {json}`` on stdout. ``--peak`` instead measures the default device's matmul FLOP/s in
+``--precision`` (float32 or bfloat16).
 
-A peer is a function ``train(task, (x, y), epochs, seed) -> (final_loss, predict[, notes])``: ``final_loss`` is
-the mean training loss of the last epoch, ``predict(x)`` returns logits (NumPy), ``notes`` are strings for the
-table (e.g. which optimizer kernel ran).
+A peer is a function ``train(task, (x, y), epochs, seed, precision) -> (final_loss, predict[, notes])``:
+``precision`` is one of ``workloads.PRECISIONS``; ``final_loss`` is the mean training loss of the last epoch,
+``predict(x)`` returns logits (NumPy), ``notes`` are strings for the table (e.g. which optimizer kernel ran).
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def accuracy(predict, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
     return correct / len(x)
 
 
-def measure(peer: str, task: str, data: str, epochs: int, n_train: int, n_test: int, seed: int) -> dict:
+def measure(
+    peer: str, task: str, data: str, epochs: int, n_train: int, n_test: int, seed: int, precision: str = "float32"
+) -> dict:
     module, name = PEERS[peer]
     train_fn = getattr(importlib.import_module(module), name)
     (x, y), (x_test, y_test), source = load_data(data, n_train, n_test)
@@ -82,7 +85,7 @@ def measure(peer: str, task: str, data: str, epochs: int, n_train: int, n_test: 
     timings, losses = [], []
     for _ in range(2):  # the first call compiles; the second is the measurement
         start = time.perf_counter()
-        out = train_fn(task, (x, y), epochs, seed)
+        out = train_fn(task, (x, y), epochs, seed, precision)
         timings.append(time.perf_counter() - start)
         losses.append(float(out[0]))
     predict, notes = out[1], list(out[2]) if len(out) > 2 else []
@@ -94,6 +97,7 @@ def measure(peer: str, task: str, data: str, epochs: int, n_train: int, n_test: 
         "data_source": source,
         "image_shape": list(image_shape),
         "epochs": epochs,
+        "precision": precision,
         "train_examples": len(x),
         "test_examples": len(x_test),
         "examples": examples,
@@ -107,13 +111,18 @@ def measure(peer: str, task: str, data: str, epochs: int, n_train: int, n_test: 
     }
 
 
-def peak_matmul(size: int = 2048, repeats: int = 10) -> dict:
-    """The machine's f32 matmul FLOP/s as XLA reaches it: the best of ``repeats`` jitted [size, size] products."""
+def peak_matmul(size: int | None = None, repeats: int = 10, precision: str = "float32") -> dict:
+    """The default device's matmul FLOP/s as XLA reaches it: the best of ``repeats`` jitted [size, size] products
+    in ``precision`` (XLA's default matmul precision, as the peers' models get). ``size`` defaults to 2048 on CPU
+    and 8192 on an accelerator (smaller products leave a GPU's units idle)."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    backend = jax.default_backend()
+    size = size or (2048 if backend == "cpu" else 8192)
+    dtype = jnp.dtype(precision)
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+    b = jax.random.normal(jax.random.key(1), (size, size), dtype)
     matmul = jax.jit(jnp.matmul)
     matmul(a, b).block_until_ready()  # compile
     best = float("inf")
@@ -121,7 +130,13 @@ def peak_matmul(size: int = 2048, repeats: int = 10) -> dict:
         start = time.perf_counter()
         matmul(a, b).block_until_ready()
         best = min(best, time.perf_counter() - start)
-    return {"peak_gflops": 2 * size**3 / best / 1e9, "matmul_size": size, "backend": jax.default_backend()}
+    return {
+        "peak_gflops": 2 * size**3 / best / 1e9,
+        "matmul_size": size,
+        "precision": precision,
+        "backend": backend,
+        "device": jax.devices()[0].device_kind,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,18 +148,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--test-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--peak", action="store_true", help="measure the f32 matmul FLOP/s instead")
-    parser.add_argument("--peak-size", type=int, default=2048)
+    parser.add_argument("--precision", choices=workloads.PRECISIONS, default="float32")
+    parser.add_argument("--peak", action="store_true", help="measure the matmul FLOP/s in --precision instead")
+    parser.add_argument("--peak-size", type=int, default=None, help="default 2048 on CPU, 8192 on an accelerator")
     args = parser.parse_args(argv)
     if args.peak:
-        result = peak_matmul(args.peak_size)
+        result = peak_matmul(args.peak_size, precision=args.precision)
     elif args.peer is None:
         parser.error("give a PEER or --peak")
     else:
         spec = workloads.DATASETS[args.data]
         n_train = args.train_size or spec["train"]
         n_test = args.test_size or spec["test"]
-        result = measure(args.peer, args.task, args.data, args.epochs, n_train, n_test, args.seed)
+        result = measure(args.peer, args.task, args.data, args.epochs, n_train, n_test, args.seed, args.precision)
     sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
     sys.stdout.flush()
 

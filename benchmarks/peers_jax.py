@@ -8,9 +8,11 @@
                 data on the device (shuffled there), state donated, one read-back per epoch for the loss.
 
 The three hand-written peers share plain Flax NNX mirrors of dlfund's models (same layers, Flax's default
-initializers: LeCun-normal kernels, zero biases; the LSTM's forget-gate bias starts at 1 as in dlfund). The jitted
-functions live at module level, so that the second (warm) call reuses the first call's compiled programs, as a
-notebook user's second run would.
+initializers: LeCun-normal kernels, zero biases; the LSTM's forget-gate bias starts at 1 as in dlfund). With
+``precision="bfloat16"`` their layers compute in bfloat16 (Flax's ``dtype``; weights and Adam state stay float32,
+the loss is taken in float32), and dlfund gets ``fit(..., precision="bfloat16")``. The jitted functions live at
+module level, so that the second (warm) call reuses the first call's compiled programs, as a notebook user's second
+run would.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ TX = optax.adam(LR)
 
 
 class FlaxMLP(nnx.Module):
-    def __init__(self, in_features: int, rngs: nnx.Rngs):
+    def __init__(self, in_features: int, rngs: nnx.Rngs, dtype=None):
         widths = (in_features, *workloads.MLP_HIDDEN, workloads.NUM_CLASSES)
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(widths)])
+        self.layers = nnx.List([nnx.Linear(a, b, dtype=dtype, rngs=rngs) for a, b in itertools.pairwise(widths)])
 
     def __call__(self, x):
         x = x.reshape(x.shape[0], -1)
@@ -47,13 +49,13 @@ class FlaxMLP(nnx.Module):
 
 
 class FlaxCNN(nnx.Module):
-    def __init__(self, image_shape: tuple[int, int, int], rngs: nnx.Rngs):
+    def __init__(self, image_shape: tuple[int, int, int], rngs: nnx.Rngs, dtype=None):
         h, w, c = image_shape
         c1, c2 = workloads.CNN_CHANNELS
-        self.conv1 = nnx.Conv(c, c1, (3, 3), padding="SAME", rngs=rngs)
-        self.conv2 = nnx.Conv(c1, c2, (3, 3), padding="SAME", rngs=rngs)
-        self.dense = nnx.Linear((h // 4) * (w // 4) * c2, workloads.CNN_DENSE, rngs=rngs)
-        self.head = nnx.Linear(workloads.CNN_DENSE, workloads.NUM_CLASSES, rngs=rngs)
+        self.conv1 = nnx.Conv(c, c1, (3, 3), padding="SAME", dtype=dtype, rngs=rngs)
+        self.conv2 = nnx.Conv(c1, c2, (3, 3), padding="SAME", dtype=dtype, rngs=rngs)
+        self.dense = nnx.Linear((h // 4) * (w // 4) * c2, workloads.CNN_DENSE, dtype=dtype, rngs=rngs)
+        self.head = nnx.Linear(workloads.CNN_DENSE, workloads.NUM_CLASSES, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         x = nnx.max_pool(jax.nn.relu(self.conv1(x)), (2, 2), (2, 2))
@@ -68,25 +70,28 @@ def forget_bias_one(key, shape, dtype=jnp.float32):
 
 
 class FlaxLSTM(nnx.Module):
-    def __init__(self, features: int, rngs: nnx.Rngs):
-        self.cell = nnx.OptimizedLSTMCell(features, workloads.LSTM_HIDDEN, bias_init=forget_bias_one, rngs=rngs)
-        self.head = nnx.Linear(workloads.LSTM_HIDDEN, workloads.NUM_CLASSES, rngs=rngs)
+    def __init__(self, features: int, rngs: nnx.Rngs, dtype=None):
+        self.cell = nnx.OptimizedLSTMCell(
+            features, workloads.LSTM_HIDDEN, bias_init=forget_bias_one, dtype=dtype, rngs=rngs
+        )
+        self.head = nnx.Linear(workloads.LSTM_HIDDEN, workloads.NUM_CLASSES, dtype=dtype, rngs=rngs)
+        self.dtype = dtype
 
     def __call__(self, x):  # x [B, T, F]
-        zeros = jnp.zeros((x.shape[0], workloads.LSTM_HIDDEN), x.dtype)
+        zeros = jnp.zeros((x.shape[0], workloads.LSTM_HIDDEN), self.dtype or x.dtype)
         (_, h), _ = jax.lax.scan(lambda carry, x_t: self.cell(carry, x_t), (zeros, zeros), jnp.swapaxes(x, 0, 1))
         return self.head(h)
 
 
 class FlaxEncoderBlock(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
+    def __init__(self, rngs: nnx.Rngs, dtype=None):
         d, heads, mlp = workloads.TRANSFORMER["width"], workloads.TRANSFORMER["heads"], workloads.TRANSFORMER["mlp"]
         eps = workloads.LAYER_NORM_EPSILON
-        self.norm1 = nnx.LayerNorm(d, epsilon=eps, rngs=rngs)
-        self.attention = nnx.MultiHeadAttention(heads, d, decode=False, keep_rngs=False, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(d, epsilon=eps, rngs=rngs)
-        self.mlp_in = nnx.Linear(d, mlp, rngs=rngs)
-        self.mlp_out = nnx.Linear(mlp, d, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(d, epsilon=eps, dtype=dtype, rngs=rngs)
+        self.attention = nnx.MultiHeadAttention(heads, d, decode=False, keep_rngs=False, dtype=dtype, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(d, epsilon=eps, dtype=dtype, rngs=rngs)
+        self.mlp_in = nnx.Linear(d, mlp, dtype=dtype, rngs=rngs)
+        self.mlp_out = nnx.Linear(mlp, d, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):  # pre-norm, as dlfund's EncoderBlock
         x = x + self.attention(self.norm1(x))
@@ -94,34 +99,38 @@ class FlaxEncoderBlock(nnx.Module):
 
 
 class FlaxTransformer(nnx.Module):
-    def __init__(self, features: int, rngs: nnx.Rngs):
+    def __init__(self, features: int, rngs: nnx.Rngs, dtype=None):
         d = workloads.TRANSFORMER["width"]
-        self.embed = nnx.Linear(features, d, rngs=rngs)
-        self.blocks = nnx.List([FlaxEncoderBlock(rngs) for _ in range(workloads.TRANSFORMER["depth"])])
-        self.norm = nnx.LayerNorm(d, epsilon=workloads.LAYER_NORM_EPSILON, rngs=rngs)
-        self.head = nnx.Linear(d, workloads.NUM_CLASSES, rngs=rngs)
+        self.embed = nnx.Linear(features, d, dtype=dtype, rngs=rngs)
+        self.blocks = nnx.List([FlaxEncoderBlock(rngs, dtype) for _ in range(workloads.TRANSFORMER["depth"])])
+        self.norm = nnx.LayerNorm(d, epsilon=workloads.LAYER_NORM_EPSILON, dtype=dtype, rngs=rngs)
+        self.head = nnx.Linear(d, workloads.NUM_CLASSES, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):  # x [B, T, F]
+        h = self.embed(x)
         # NumPy: under jit the encodings are a constant of the program, not a parameter (as in dlfund)
-        h = self.embed(x) + workloads.sinusoidal_positions(x.shape[1], self.embed.out_features)
+        h = h + workloads.sinusoidal_positions(x.shape[1], self.embed.out_features).astype(h.dtype)
         for block in self.blocks:
             h = block(h)
         return self.head(self.norm(h).mean(axis=1))
 
 
-def flax_model(task: str, shape: tuple[int, ...], seed: int) -> nnx.Module:
+def flax_model(task: str, shape: tuple[int, ...], seed: int, precision: str = "float32") -> nnx.Module:
+    """The task's Flax model; its layers compute in ``precision`` (parameters are float32 either way)."""
     rngs = nnx.Rngs(seed)
+    dtype = None if precision == "float32" else jnp.dtype(precision)  # None: Flax's default, the inputs' dtype
     if task == "mlp":
-        return FlaxMLP(shape[0], rngs)
+        return FlaxMLP(shape[0], rngs, dtype)
     if task == "cnn":
-        return FlaxCNN(shape, rngs)
+        return FlaxCNN(shape, rngs, dtype)
     if task == "lstm":
-        return FlaxLSTM(shape[1], rngs)
-    return FlaxTransformer(shape[1], rngs)
+        return FlaxLSTM(shape[1], rngs, dtype)
+    return FlaxTransformer(shape[1], rngs, dtype)
 
 
 def xent(logits, y):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    # float32 logits: a bfloat16 softmax would round the loss (mixed precision keeps the loss in float32)
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean()
 
 
 # --- dlfund ----------------------------------------------------------------------------------------------------
@@ -154,14 +163,14 @@ def dlfund_model(task: str, shape: tuple[int, ...], seed: int):
     )
 
 
-def train_dlfund(task, train, epochs, seed, execution="auto"):
+def train_dlfund(task, train, epochs, seed, precision="float32", execution="auto"):
     import dlfund
 
     model = dlfund_model(task, train[0].shape[1:], seed)
     # The call a user writes (default metrics: training accuracy is computed too; the other peers skip it).
     result = dlfund.fit(
         model, train, optimizer="adam", learning_rate=LR, epochs=epochs, batch_size=BATCH, seed=seed, progress=False,
-        execution=execution,
+        execution=execution, precision=precision,
     )  # fmt: skip
     notes = [f"execution={result.execution}"]
     return result.history.last()["loss"], functools.partial(dlfund.predict, result.model), notes
@@ -184,12 +193,12 @@ def nnx_train_step(model, optimizer, x, y):
 
 @nnx.jit
 def nnx_predict(model, x):
-    return model(x)
+    return model(x).astype(jnp.float32)
 
 
-def train_flax_nnx_jit(task, train, epochs, seed):
+def train_flax_nnx_jit(task, train, epochs, seed, precision="float32"):
     x, y = train
-    model = flax_model(task, x.shape[1:], seed)
+    model = flax_model(task, x.shape[1:], seed, precision)
     optimizer = nnx.Optimizer(model, TX, wrt=nnx.Param)
     rng = np.random.default_rng(seed)
     steps = len(x) // BATCH
@@ -218,12 +227,12 @@ def jit_step(graphdef, params, opt_state, rest, x, y):
 
 @functools.partial(jax.jit, static_argnums=0)
 def pure_predict(graphdef, params, rest, x):
-    return nnx.merge(graphdef, params, rest)(x)
+    return nnx.merge(graphdef, params, rest)(x).astype(jnp.float32)
 
 
-def train_jax_jit(task, train, epochs, seed):
+def train_jax_jit(task, train, epochs, seed, precision="float32"):
     x, y = train
-    graphdef, params, rest = nnx.split(flax_model(task, x.shape[1:], seed), nnx.Param, ...)
+    graphdef, params, rest = nnx.split(flax_model(task, x.shape[1:], seed, precision), nnx.Param, ...)
     opt_state = TX.init(params)
     rng = np.random.default_rng(seed)
     steps = len(x) // BATCH
@@ -256,8 +265,8 @@ def scan_epoch(graphdef, params, opt_state, rest, x, y, key):
     return params, opt_state, losses.mean()
 
 
-def train_jax_scan(task, train, epochs, seed):
-    graphdef, params, rest = nnx.split(flax_model(task, train[0].shape[1:], seed), nnx.Param, ...)
+def train_jax_scan(task, train, epochs, seed, precision="float32"):
+    graphdef, params, rest = nnx.split(flax_model(task, train[0].shape[1:], seed, precision), nnx.Param, ...)
     opt_state = TX.init(params)
     x, y = jax.device_put(train[0]), jax.device_put(train[1])
     key = jax.random.key(seed)

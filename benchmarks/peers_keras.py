@@ -3,6 +3,8 @@
 The models mirror dlfund's: LeCun-normal kernels and zero biases (Keras defaults to Glorot-uniform), Adam with
 epsilon 1e-8 (Keras defaults to 1e-7), LayerNorm epsilon 1e-6, tanh-approximated GELU (jax.nn.gelu's default).
 Keras jit-compiles the train step on JAX (``jit_compile="auto"``) and feeds NumPy batches itself.
+``precision="bfloat16"`` sets Keras' "mixed_bfloat16" dtype policy (bfloat16 compute, float32 weights) with the
+output layer in float32, as Keras' mixed-precision guide does.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def gelu_tanh(x):
 
 
 def keras_model(task: str, shape: tuple[int, ...]) -> keras.Model:
+    """The task's model under the current global dtype policy; the logits are float32 under any policy."""
     dense = dict(kernel_initializer=INIT)
     inputs = keras.Input(shape=shape)
     if task == "mlp":
@@ -51,13 +54,14 @@ def keras_model(task: str, shape: tuple[int, ...]) -> keras.Model:
             h = keras.layers.Dense(t["mlp"], activation=gelu_tanh, **dense)(h)
             x = keras.layers.Add()([x, keras.layers.Dense(t["width"], **dense)(h)])
         x = keras.layers.GlobalAveragePooling1D()(keras.layers.LayerNormalization(epsilon=eps)(x))
-    outputs = keras.layers.Dense(workloads.NUM_CLASSES, **dense)(x)
+    outputs = keras.layers.Dense(workloads.NUM_CLASSES, dtype="float32", **dense)(x)
     return keras.Model(inputs, outputs)
 
 
-def train_keras(task, train, epochs, seed):
+def train_keras(task, train, epochs, seed, precision="float32"):
     x, y = train
     keras.utils.set_random_seed(seed)
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     model = keras_model(task, x.shape[1:])
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=workloads.LEARNING_RATE, epsilon=1e-8),

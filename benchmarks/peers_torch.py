@@ -1,5 +1,7 @@
-"""The PyTorch peers of ``benchmarks/run.py`` on CPU: ``torch-eager`` and ``torch-compile`` (``torch.compile`` of
-the model; loss, backward and the optimizer step stay eager, the common usage).
+"""The PyTorch peers of ``benchmarks/run.py``: ``torch-eager`` and ``torch-compile`` (``torch.compile`` of the model;
+loss, backward and the optimizer step stay eager, the common usage), on the GPU when PyTorch sees one, else on CPU.
+``precision="bfloat16"`` runs the forward pass and the loss under ``torch.autocast`` (bfloat16 compute, float32
+weights and Adam state: PyTorch's mixed-precision recipe; bfloat16 needs no loss scaling).
 
 The models mirror dlfund's: LeCun-normal (truncated) kernels and zero biases instead of PyTorch's Kaiming-uniform
 defaults, the LSTM's forget-gate bias at 1 and orthogonal recurrent kernels, LayerNorm epsilon 1e-6, tanh GELU,
@@ -122,45 +124,57 @@ def adam(params) -> tuple[torch.optim.Optimizer, str]:
         return torch.optim.Adam(params, lr=workloads.LEARNING_RATE), "Adam (default, no fused CPU kernel)"
 
 
-def _train(task, train, epochs, seed, compile_model: bool):
+def where() -> tuple[torch.device, str]:
+    """The device the peers train on and its name for the table's notes."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.cuda.get_device_name()
+    return torch.device("cpu"), f"CPU, {torch.get_num_threads()} threads"
+
+
+def _train(task, train, epochs, seed, precision, compile_model: bool):
     torch.manual_seed(seed)
+    device, device_name = where()
     x = torch.from_numpy(train[0])
     if task == "cnn":
         x = x.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
-    y = torch.from_numpy(train[1].astype(np.int64))
-    model = torch_model(task, tuple(train[0].shape[1:]))
+    x = x.to(device)  # the whole training set on the device once, as the JAX peers' device_put
+    y = torch.from_numpy(train[1].astype(np.int64)).to(device)
+    model = torch_model(task, tuple(train[0].shape[1:])).to(device)
     optimizer, which = adam(list(model.parameters()))
     forward = torch.compile(model) if compile_model else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
     model.train()
     generator = torch.Generator().manual_seed(seed)
     batch = workloads.BATCH
     steps = len(x) // batch
     for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        total = torch.zeros(())
+        order = torch.randperm(len(x), generator=generator).to(device)
+        total = torch.zeros((), device=device)
         for i in range(steps):
             idx = order[i * batch : (i + 1) * batch]
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(forward(x[idx]), y[idx])
+            with autocast:
+                loss = F.cross_entropy(forward(x[idx]), y[idx])
             loss.backward()
             optimizer.step()
-            total += loss.detach()  # no .item() per step: it would not cost much on CPU, but nobody needs it
-    final_loss = (total / steps).item()
+            total += loss.detach()  # no .item() per step: on a GPU it would wait for every step
+    final_loss = (total / steps).item()  # waits for the device: the timed call ends with the loss on the host
     model.eval()
 
     @torch.no_grad()
     def predict(xt):
-        xt = torch.from_numpy(np.ascontiguousarray(xt))
+        xt = torch.from_numpy(np.ascontiguousarray(xt)).to(device)
         if task == "cnn":
             xt = xt.permute(0, 3, 1, 2).contiguous()
-        return model(xt).numpy()
+        with autocast:
+            return model(xt).float().cpu().numpy()
 
-    return final_loss, predict, [f"{which}, {torch.get_num_threads()} threads"]
-
-
-def train_torch_eager(task, train, epochs, seed):
-    return _train(task, train, epochs, seed, compile_model=False)
+    return final_loss, predict, [f"{which}, {device_name}"]
 
 
-def train_torch_compile(task, train, epochs, seed):
-    return _train(task, train, epochs, seed, compile_model=True)
+def train_torch_eager(task, train, epochs, seed, precision="float32"):
+    return _train(task, train, epochs, seed, precision, compile_model=False)
+
+
+def train_torch_compile(task, train, epochs, seed, precision="float32"):
+    return _train(task, train, epochs, seed, precision, compile_model=True)

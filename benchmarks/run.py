@@ -11,8 +11,10 @@ on the host), as median, min and max over ``--repeat`` interleaved rounds; the f
 included); the final training loss and test accuracy (so nobody wins by not learning: round r = 0, 1, ... trains
 with seed ``--seed`` + r, so rounds differ in initial weights and batch order, and the table gives the mean
 accuracy over them with its range; one short run's accuracy swings by several points with the seed); the ratio to
-``dlfund``; and the achieved fraction of the machine's f32 matmul FLOP/s (measured once with a jitted matmul;
-model FLOPs counted analytically in ``benchmarks/workloads.py``).
+``dlfund``; and the achieved fraction of the device's matmul FLOP/s in the run's precision (measured once with a
+jitted matmul; model FLOPs counted analytically in ``benchmarks/workloads.py``). ``--precision bfloat16`` trains
+every peer with its usual mixed-precision recipe (bfloat16 compute, float32 weights; see ``workloads.PRECISIONS``);
+it is for GPUs and TPUs (XLA:CPU has no bfloat16 units) and gets a results section of its own.
 
 Peers: ``dlfund`` (``dlfund.fit``), ``flax-nnx-jit`` (Flax MNIST example style), ``jax-jit`` (split state, a
 ``jax.jit`` step per batch), ``jax-scan`` (the best hand-written JAX loop: an epoch per ``lax.scan``),
@@ -35,6 +37,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -90,6 +93,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--task", required=True, help=f"one of: {', '.join(workloads.TASKS)}")
     parser.add_argument("--data", default="synth", help=f"one of: {', '.join(workloads.DATASETS)} (default synth)")
     parser.add_argument(
+        "--precision", default="float32", help=f"one of: {', '.join(workloads.PRECISIONS)} (default float32)"
+    )
+    parser.add_argument(
         "--peers",
         default=None,
         help=f"comma-separated; default: {','.join(DEFAULT_PEERS)}; also: {','.join(STRATEGY_PEERS)}",
@@ -116,6 +122,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown task {args.task!r}; known tasks: {', '.join(workloads.TASKS)}")
     if args.data not in workloads.DATASETS:
         parser.error(f"unknown data {args.data!r}; known: {', '.join(workloads.DATASETS)}")
+    if args.precision not in workloads.PRECISIONS:
+        parser.error(f"unknown precision {args.precision!r}; known: {', '.join(workloads.PRECISIONS)}")
     try:
         args.peers = parse_peers(args.peers)
     except ValueError as error:
@@ -155,6 +163,7 @@ def worker_command(peer: str, args: argparse.Namespace, seed: int) -> list[str]:
         f"--epochs={args.epochs}",
         f"--train-size={args.train_size}",
         f"--test-size={args.test_size}",
+        f"--precision={args.precision}",
         f"--seed={seed}",
     ]
 
@@ -188,8 +197,9 @@ def run_worker(command: list[str], env: dict[str, str], timeout: float, runner: 
 def measure_peak(args: argparse.Namespace, runner: Runner = subprocess.run) -> dict:
     if args.peak_gflops is not None:
         return {"status": "ok", "peak_gflops": args.peak_gflops, "source": "--peak-gflops"}
-    size = 1024 if args.quick else 2048
-    command = [sys.executable, "-m", "benchmarks.peers", "--peak", f"--peak-size={size}"]
+    command = [sys.executable, "-m", "benchmarks.peers", "--peak", f"--precision={args.precision}"]
+    if args.quick:
+        command.append("--peak-size=1024")
     return run_worker(command, worker_env(args.env), timeout=600, runner=runner)
 
 
@@ -338,6 +348,9 @@ def versions() -> dict[str, str]:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             found[name] = "not installed"
+    if found["dlfund"] == "not installed":  # run from a checkout without pip install (the lent GPU machine)
+        match = re.search(r'__version__ = "([^"]+)"', (ROOT / "dlfund" / "_version.py").read_text())
+        found["dlfund"] = f"{match.group(1)} (checkout)" if match else found["dlfund"]
     return found
 
 
@@ -345,25 +358,40 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
 
 
-def section_title(args: argparse.Namespace) -> str:
+def accelerator(peak: dict[str, Any]) -> str | None:
+    """The accelerator JAX trained on (from the peak measurement), or None on CPU or when unknown."""
+    return peak.get("device") if peak.get("backend") not in (None, "cpu") else None
+
+
+def section_title(args: argparse.Namespace, device: str | None = None) -> str:
+    """The RESULTS.md heading of this configuration; ``device`` names an accelerator, so that a GPU's tables sit
+    beside the CPU's instead of replacing them."""
     title = f"{args.task}, data={args.data}, {args.epochs} epochs, {args.train_size} training examples"
+    if device:
+        title += f", {device}"
+    if args.precision != "float32":
+        title += f", {args.precision}"
     if any(p in STRATEGY_PEERS for p in args.peers):
         title += ", dlfund epoch strategies"  # not the peer table of this configuration: a section of its own
     return title + "".join(f", {item}" for item in args.env)  # a variant (an XLA flag, say) gets its own section
 
 
 def describe(args: argparse.Namespace, report: dict[str, Any]) -> str:
-    """The lines above the table: configuration, data, machine, versions, peak."""
+    """The lines above the table: configuration, data, machine, device, versions, peak."""
     peak = report["peak"].get("peak_gflops")
+    device = accelerator(report["peak"])
+    on = f"; JAX's device: {device} ({report['peak']['backend']})" if device else ""
     sources = {row.get("data_source") for row in report["rows"] if row.get("data_source")}
     v = report["versions"]
     return "\n".join(
         [
             f"- date: {report['date']}; command: `{report['command']}`",
             f"- task {args.task}: Adam {workloads.LEARNING_RATE:g}, batch {workloads.BATCH}, {args.epochs} epochs of "
-            f"{args.train_size} examples, test {args.test_size}; data: {', '.join(sorted(sources)) or args.data}",
-            f"- machine: {report['machine']['cpu']}, {report['machine']['cores']} cores; f32 matmul peak "
-            + (f"{peak:.0f} GFLOP/s" if peak else "not measured")
+            f"{args.train_size} examples, test {args.test_size}, {args.precision}; "
+            f"data: {', '.join(sorted(sources)) or args.data}",
+            f"- machine: {report['machine']['cpu']}, {report['machine']['cores']} cores{on}; {args.precision} "
+            "matmul peak "
+            + (f"{peak:,.0f} GFLOP/s" if peak else "not measured")
             + f"; model: {report['train_flops_per_example'] / 1e6:.2f} MFLOP per training example",
             "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
             f"- {args.repeat} round(s), seeds {args.seed}-{args.seed + args.repeat - 1} (one per round); each "
@@ -421,12 +449,13 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess.run) -> 
     }
     table = format_table(rows)
     text = describe(args, report) + "\n\n" + table
-    print(f"## {section_title(args)}\n\n{text}")
+    title = section_title(args, accelerator(measured["peak"]))
+    print(f"## {title}\n\n{text}")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
     if args.results_md:
         path = Path(args.results_md)
-        path.write_text(update_results_md(path.read_text() if path.exists() else None, section_title(args), text))
+        path.write_text(update_results_md(path.read_text() if path.exists() else None, title, text))
     return report
 
 

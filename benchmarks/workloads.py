@@ -21,6 +21,10 @@ DATASETS = {
 NUM_CLASSES = 10
 BATCH = 128
 LEARNING_RATE = 1e-3  # Adam, every peer; epsilon 1e-8 (Optax's and PyTorch's default; Keras is told so)
+#: ``--precision``: float32, or bfloat16 compute with float32 weights and optimizer state (every peer's usual
+#: mixed-precision recipe: dlfund's precision="bfloat16", Flax layers' dtype, Keras' "mixed_bfloat16" policy,
+#: PyTorch's autocast), for GPUs and TPUs; XLA:CPU has no bfloat16 units.
+PRECISIONS = ("float32", "bfloat16")
 
 MLP_HIDDEN = (512, 512)
 CNN_CHANNELS = (32, 64)  # 3x3 SAME convs, each followed by ReLU and a 2x2 max pool

@@ -59,6 +59,7 @@ def args_for(*extra):
         (["--task", "resnet"], ["unknown task 'resnet'", *workloads.TASKS]),
         (["--task", "mlp", "--peers", "dlfund,pytorch"], ["unknown peer(s) 'pytorch'", *run.KNOWN_PEERS]),
         (["--task", "mlp", "--data", "mnist"], ["unknown data 'mnist'", *workloads.DATASETS]),
+        (["--task", "mlp", "--precision", "fp16"], ["unknown precision 'fp16'", *workloads.PRECISIONS]),
     ],
 )
 def test_bad_arguments_exit_before_any_work_listing_the_known_names(argv, expected, capsys):
@@ -238,7 +239,8 @@ def test_main_prints_the_table_and_writes_json_and_results_md(tmp_path, capsys):
     argv = ["--task", "mlp", "--peers", "dlfund,jax-scan", "--repeat", "2"]
     report = run.main([*argv, "--json", str(json_path), "--results-md", str(md_path)], runner=FakeRunner())
     out = capsys.readouterr().out
-    assert "| dlfund |" in out and "| jax-scan |" in out and "f32 matmul peak 100 GFLOP/s" in out
+    assert "| dlfund |" in out and "| jax-scan |" in out and "float32 matmul peak 100 GFLOP/s" in out
+    assert "JAX's device" not in out  # the fake peak reports no accelerator
     saved = json.loads(json_path.read_text())
     assert saved["train_flops_per_example"] == report["train_flops_per_example"] == 4_012_032
     assert len(saved["raw"]["dlfund"]["runs"]) == 2 and "jax" in saved["versions"]
@@ -248,8 +250,10 @@ def test_main_prints_the_table_and_writes_json_and_results_md(tmp_path, capsys):
 
 def test_worker_command_passes_the_configuration():
     command = run.worker_command("keras-jax", args_for("--epochs", "7", "--train-size", "4096"), seed=5)
-    assert command[1:4] == ["-m", "benchmarks.peers", "keras-jax"] and command[-1] == "--seed=5"
+    assert command[1:4] == ["-m", "benchmarks.peers", "keras-jax"] and "--seed=5" in command
     assert "--epochs=7" in command and "--train-size=4096" in command and "--task=mlp" in command
+    assert "--precision=float32" in command
+    assert "--precision=bfloat16" in run.worker_command("dlfund", args_for("--precision", "bfloat16"), seed=0)
     assert run.worker_env(["A=1=2"])["A"] == "1=2" and run.worker_env()["KERAS_BACKEND"] == "jax"
 
 
@@ -258,3 +262,49 @@ def test_strategy_peers_get_a_results_section_of_their_own():
     default = run.section_title(run.parse_args(["--task", "cnn"]))
     strategies = run.section_title(run.parse_args(["--task", "cnn", "--peers", "dlfund-scan,dlfund-chunk"]))
     assert default != strategies and strategies.startswith(default)
+
+
+def test_a_bfloat16_run_measures_its_own_peak_names_the_device_and_keeps_its_own_section(tmp_path, capsys):
+    class AcceleratorRunner(FakeRunner):
+        def __call__(self, command, **kwargs):
+            done = super().__call__(command, **kwargs)
+            if "--peak" in command:
+                peak = {"peak_gflops": 650_000.0, "backend": "gpu", "device": "NVIDIA H200"}
+                done.stdout = run.RESULT_PREFIX + json.dumps(peak) + "\n"
+            return done
+
+    md_path = tmp_path / "RESULTS.md"
+    runner = AcceleratorRunner()
+    for precision in ("float32", "bfloat16"):
+        argv = ["--task", "mlp", "--peers", "dlfund", "--repeat", "1", "--precision", precision]
+        run.main([*argv, "--results-md", str(md_path)], runner=runner)
+    peaks = [c for c in runner.calls if "--peak" in c]
+    assert [c[-1] for c in peaks] == ["--precision=float32", "--precision=bfloat16"]
+    out = capsys.readouterr().out
+    assert "JAX's device: NVIDIA H200 (gpu); bfloat16 matmul peak 650,000 GFLOP/s" in out
+    md = md_path.read_text()
+    title = "## mlp, data=synth, 3 epochs, 60000 training examples, NVIDIA H200"  # beside the CPU's sections
+    assert f"{title}\n" in md and f"{title}, bfloat16\n" in md  # float32's section kept
+
+
+@pytest.mark.parametrize("task", workloads.TASKS)
+def test_the_jax_peers_bfloat16_models_compute_in_bfloat16_with_float32_weights(task):
+    """The hand-written JAX peers' --precision bfloat16: every layer computes in bfloat16 (so the logits differ from
+    float32's by bfloat16 rounding, not more and not zero) while the parameters stay float32."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from benchmarks import peers_jax
+
+    shape = workloads.input_shape(task, (8, 8, 1))
+    x = jax.random.normal(jax.random.key(0), (4, *shape))
+    full, mixed = (peers_jax.flax_model(task, shape, 0, precision) for precision in workloads.PRECISIONS)
+    params = nnx.state(mixed, nnx.Param)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    exact, rounded = full(x), mixed(x)
+    assert rounded.dtype == jnp.bfloat16
+    error = float(jnp.max(jnp.abs(rounded.astype(jnp.float32) - exact)))
+    assert 0 < error < 0.05 * float(jnp.max(jnp.abs(exact))) + 0.02
+    loss = peers_jax.xent(rounded, jnp.zeros(4, jnp.int32))
+    assert loss.dtype == jnp.float32

@@ -1,0 +1,201 @@
+"""Every GPU/TPU measurement of issue 12 in one prepared run, for a session that is lent an accelerator.
+
+A lent machine gives a session ~15 minutes of device time and 10 minutes per command, once. So this driver runs
+``python -m benchmarks.run`` configurations in priority order (float32 and bfloat16 peer tables, dlfund's epoch
+strategies, then the other tasks and a long run), each bounded by what is left of ``--seconds``; before each step
+it estimates the step's cost from the seconds per process that the finished steps took, and cuts the step to one
+round or skips it (and says so) when it would not fit. Every finished step's table is in ``OUT/RESULTS.md`` at
+once, so a cut-off run still returns what it measured.
+
+On the lent NVIDIA machine (its python3 has JAX with CUDA, Flax, Optax and PyTorch, not Keras; no install of
+dlfund needed: the checkout's root is on the path), from this machine's repository root:
+
+    bash benchmarks/device_wheels.sh          # here, once: Keras' wheels for the machine's Python 3.12 into .whl/
+    run(carry=[".whl"], timeout_s=600, command=
+        "python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site;"
+        " PYTHONUNBUFFERED=1 python3 -m benchmarks.device_suite --out $OUT --seconds 540 --commit COMMIT")
+
+``OUT`` then holds ``RESULTS.md`` (sections named with the device, ready to merge into benchmarks/RESULTS.md with
+``python -m benchmarks.device_suite --merge OUT/RESULTS.md``), ``suite.json`` (every raw number), ``suite.log``
+(each step's output) and ``environment.txt`` (devices, versions, commit). ``--quick`` runs the same steps at
+smoke size: that is how the driver is checked on a CPU before device time is spent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from benchmarks import run
+
+#: the peers of the bfloat16 and secondary tables: the JAX peers, Keras and PyTorch eager (torch.compile's first
+#: call compiles for a minute or more; it is in the float32 MLP and CNN tables only)
+CORE_PEERS = ("dlfund", "flax-nnx-jit", "jax-jit", "jax-scan", "keras-jax", "torch-eager")
+STRATEGIES = ("dlfund", *run.STRATEGY_PEERS)
+FIRST_GUESS_SECONDS = 25.0  # per process (imports, device start, compilation, two calls) until a step is timed
+MARGIN = 1.25  # a step starts only if its estimate times this fits in the time left
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One ``benchmarks.run`` configuration of the suite."""
+
+    name: str
+    argv: tuple[str, ...]  # --task and anything else but --peers, --repeat, --results-md and --json
+    peers: tuple[str, ...]
+    repeat: int = 1
+
+    def processes(self, repeat: int | None = None) -> int:
+        """Worker processes it starts: one per peer and round, plus the matmul peak."""
+        return len(self.peers) * (self.repeat if repeat is None else repeat) + 1
+
+
+#: In priority order. One round each but the first table's: a worker process on a GPU is mostly start-up and
+#: compilation (~10-20 s is the guess), and the ~540 s of one device call hold ~40 of them.
+STEPS = (
+    Step("mlp float32", ("--task", "mlp"), run.DEFAULT_PEERS, repeat=2),
+    Step("mlp bfloat16", ("--task", "mlp", "--precision", "bfloat16"), CORE_PEERS),
+    Step("mlp strategies", ("--task", "mlp"), STRATEGIES),
+    Step("cnn float32", ("--task", "cnn"), run.DEFAULT_PEERS),
+    Step("cnn bfloat16", ("--task", "cnn", "--precision", "bfloat16"), CORE_PEERS),
+    Step("cnn strategies", ("--task", "cnn"), STRATEGIES),
+    Step("lstm float32", ("--task", "lstm"), CORE_PEERS),
+    Step("transformer float32", ("--task", "transformer"), CORE_PEERS),
+    Step("mlp float32, 20 epochs", ("--task", "mlp", "--epochs", "20"), ("dlfund", "jax-scan", "torch-eager")),
+)
+
+
+def plan(step: Step, seconds_left: float, seconds_per_process: float) -> int:
+    """Rounds to run ``step`` with in the time left: its own, 1 if only that fits, else 0 (skip)."""
+    for repeat in dict.fromkeys((step.repeat, 1)):
+        if step.processes(repeat) * seconds_per_process * MARGIN <= seconds_left:
+            return repeat
+    return 0
+
+
+def step_command(step: Step, repeat: int, out: Path, quick: bool, timeout: float) -> list[str]:
+    command = [sys.executable, "-m", "benchmarks.run", *step.argv, "--peers", ",".join(step.peers)]
+    command += ["--repeat", str(repeat), "--timeout", f"{timeout:.0f}"]
+    command += ["--results-md", str(out / "RESULTS.md"), "--json", str(out / "step.json")]
+    if quick:  # smoke sizes; not --quick, which would also make a step's own --epochs 1 (and its section another's)
+        command += [
+            "--train-size",
+            "1024",
+            "--test-size",
+            "512",
+            *([] if "--epochs" in step.argv else ["--epochs", "1"]),
+        ]
+    return command
+
+
+def environment(commit: str | None) -> str:
+    """Devices, versions and the commit, for environment.txt (each probe's failure is written, not raised)."""
+    probes = {
+        "nvidia-smi -L": ["nvidia-smi", "-L"],
+        "jax": [sys.executable, "-c", "import jax; print(jax.__version__, jax.default_backend(), jax.devices())"],
+        "torch": [sys.executable, "-c", "import torch; print(torch.__version__, torch.cuda.is_available())"],
+    }
+    lines = [f"commit: {commit or 'unknown'}", f"python: {sys.version.split()[0]} ({sys.executable})"]
+    lines += [f"{name}: {value}" for name, value in run.versions().items()]
+    for name, command in probes.items():
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            lines.append(f"{name}: {(done.stdout or done.stderr).strip()}")
+        except (OSError, subprocess.TimeoutExpired) as error:
+            lines.append(f"{name}: {type(error).__name__}: {error}")
+    return "\n".join(lines) + "\n"
+
+
+def run_suite(
+    out: Path,
+    seconds: float,
+    quick: bool = False,
+    commit: str | None = None,
+    steps: Sequence[Step] = STEPS,
+    runner: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict:
+    """Runs ``steps`` in order within ``seconds``; returns (and writes to ``out/suite.json``) what each did."""
+    out.mkdir(parents=True, exist_ok=True)
+    start = clock()
+    (out / "environment.txt").write_text(environment(commit))
+    log = (out / "suite.log").open("a")
+    done: list[dict] = []
+    spent = processes = 0.0
+    for step in steps:
+        if quick:  # benchmarks.run --quick runs one round whatever --repeat says
+            step = dataclasses.replace(step, repeat=1)
+        left = seconds - (clock() - start)
+        per_process = spent / processes if processes else FIRST_GUESS_SECONDS
+        repeat = plan(step, left, per_process)
+        record = {"step": step.name, "repeat": repeat, "estimate_per_process_s": round(per_process, 1)}
+        if not repeat:
+            record["status"] = f"skipped: needs ~{step.processes(1) * per_process:.0f} s, {left:.0f} s left"
+            done.append(record)
+            print(f"[suite] {step.name}: {record['status']}", file=sys.stderr, flush=True)
+            continue
+        command = step_command(step, repeat, out, quick, timeout=max(60.0, left / 2))
+        log.write(f"\n### {step.name}: {' '.join(command)}\n")
+        log.flush()
+        began = clock()
+        try:  # the output goes to the log as it comes: a step cut off keeps its finished rounds there
+            result = runner(command, stdout=log, stderr=subprocess.STDOUT, timeout=max(1.0, left - 5))
+            record["status"] = "ok" if result.returncode == 0 else f"exit status {result.returncode}"
+        except subprocess.TimeoutExpired:
+            record["status"] = "cut off: out of time"
+        took = clock() - began
+        spent, processes = spent + took, processes + step.processes(repeat)
+        record["seconds"] = round(took, 1)
+        step_json = out / "step.json"
+        if step_json.exists():
+            record["report"] = json.loads(step_json.read_text())
+            step_json.unlink()
+        done.append(record)
+        print(f"[suite] {step.name}: {record['status']} in {took:.0f} s", file=sys.stderr, flush=True)
+        (out / "suite.json").write_text(json.dumps(done, indent=1) + "\n")
+    log.close()
+    (out / "suite.json").write_text(json.dumps(done, indent=1) + "\n")
+    return {"steps": done, "seconds": clock() - start}
+
+
+def merge(source: Path, target: Path = run.DEFAULT_RESULTS_MD) -> list[str]:
+    """Copies every section of ``source`` (a device run's RESULTS.md) into ``target``, replacing a section of the
+    same title; returns the titles merged."""
+    text = target.read_text() if target.exists() else None
+    titles = []
+    for block in source.read_text().split("\n## ")[1:]:
+        title, _, body = block.partition("\n")
+        text = run.update_results_md(text, title.strip(), body)
+        titles.append(title.strip())
+    target.write_text(text or "")
+    return titles
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.device_suite", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("device_results"), help="folder for the results")
+    parser.add_argument("--seconds", type=float, default=540, help="time for all steps (default 540)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke size: 1 round, 1024 examples, 1 epoch (or the step's)"
+    )
+    parser.add_argument("--commit", default=None, help="the commit measured, for environment.txt")
+    parser.add_argument("--merge", type=Path, default=None, help="merge this RESULTS.md into benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    if args.merge:
+        for title in merge(args.merge):
+            print(f"merged: {title}")
+        return
+    summary = run_suite(args.out, args.seconds, args.quick, args.commit)
+    for record in summary["steps"]:
+        print(f"{record['step']}: {record['status']}" + (f" ({record['seconds']} s)" if "seconds" in record else ""))
+    print(f"suite: {summary['seconds']:.0f} s; tables in {args.out / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()
