@@ -127,7 +127,10 @@ def adam(params) -> tuple[torch.optim.Optimizer, str]:
 def where() -> tuple[torch.device, str]:
     """The device the peers train on and its name for the table's notes."""
     if torch.cuda.is_available():
-        return torch.device("cuda"), torch.cuda.get_device_name()
+        # PyTorch's float32 matmuls default to full float32 ("highest"; its cuDNN convolutions allow TF32), JAX's
+        # to TF32 on recent NVIDIA GPUs: the tables compare the defaults a user meets, and say this one
+        matmuls = torch.get_float32_matmul_precision()
+        return torch.device("cuda"), f"{torch.cuda.get_device_name()}, float32 matmul precision {matmuls}"
     return torch.device("cpu"), f"CPU, {torch.get_num_threads()} threads"
 
 
