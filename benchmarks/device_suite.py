@@ -34,8 +34,8 @@ from pathlib import Path
 
 from benchmarks import run
 
-#: the peers of the bfloat16 and secondary tables: the JAX peers, Keras and PyTorch eager (torch.compile's first
-#: call compiles for a minute or more; it is in the float32 MLP and CNN tables only)
+#: the peers of the bfloat16 and secondary tables: the JAX peers, Keras and PyTorch eager (torch.compile, one more
+#: process per round with a compilation of its own, is in the float32 MLP and CNN tables only)
 CORE_PEERS = ("dlfund", "flax-nnx-jit", "jax-jit", "jax-scan", "keras-jax", "torch-eager")
 STRATEGIES = ("dlfund", *run.STRATEGY_PEERS)
 FIRST_GUESS_SECONDS = 25.0  # per process (imports, device start, compilation, two calls) until a step is timed
@@ -56,8 +56,8 @@ class Step:
         return len(self.peers) * (self.repeat if repeat is None else repeat) + 1
 
 
-#: In priority order. One round each but the first table's: a worker process on a GPU is mostly start-up and
-#: compilation (~10-20 s is the guess), and the ~540 s of one device call hold ~40 of them.
+#: In priority order. One round each but the first table's: a worker process is mostly start-up and compilation
+#: (~10 s each in the smoke run on this CPU; unmeasured on a GPU), so one device call's ~540 s hold a few dozen.
 STEPS = (
     Step("mlp float32", ("--task", "mlp"), run.DEFAULT_PEERS, repeat=2),
     Step("mlp bfloat16", ("--task", "mlp", "--precision", "bfloat16"), CORE_PEERS),
