@@ -91,7 +91,8 @@ def assert_same_history(report: dict, result) -> None:
         np.testing.assert_allclose(report["history"][column], result.history[column], rtol=2e-5, err_msg=column)
 
 
-@pytest.mark.parametrize("extra", [{}, {"execution": "loop"}, {"data_placement": "stream"}])
+# The plain case (default options) is the run-folder test below, whose two processes train and resume.
+@pytest.mark.parametrize("extra", [{"execution": "loop"}, {"data_placement": "stream"}])
 def test_two_processes_train_the_one_process_run(extra):
     reports = two_processes(extra)
     alone = one_process(**extra)
@@ -130,7 +131,10 @@ def test_a_two_process_run_folder_is_written_once_and_resumes(tmp_path):
     assert len(list((folder / "tensorboard").rglob("events.out.tfevents*"))) == 1  # one writer: process 0
     reports = two_processes({"run_dir": str(folder), "resume": True})
     uninterrupted = one_process()
+    assert [r["process"] for r in reports] == [0, 1]
+    accuracy = dlfund.evaluate(uninterrupted.model, VAL)["accuracy"]
     for report in reports:
+        assert report["devices"] == 2 and report["accuracy"] == pytest.approx(accuracy)
         assert_same_history(report, uninterrupted)
     np.testing.assert_allclose(
         dlfund.predict(dlfund.load_model(folder), VAL[0]),
