@@ -144,6 +144,9 @@ def conv_general_dilated(
         return native(lhs, rhs, out_sharding=out_sharding) if out_sharding is not None else native(lhs, rhs)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+    padded = [size + low + high for size, (low, high) in zip(lhs.shape[1:3], padding)]
+    if any(size < k for size, k in zip(padded, rhs.shape[:2])):  # an empty output: no taps to take (lax's, empty)
+        return native(lhs, rhs)
     return _conv(tuple(window_strides), tuple(tuple(p) for p in padding), precision)(lhs, rhs)
 
 
