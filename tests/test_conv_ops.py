@@ -27,6 +27,7 @@ def _conv_grads(conv, x, w, strides, padding, **kwargs):
 @settings(deadline=None, max_examples=25)
 # A padded input smaller than the kernel (an empty output): the tap slices once failed to reshape here.
 @example(size=(3, 3), channels=1, out_channels=1, kernel=(5, 5), strides=(2, 2), padding=((1, 0), (2, 1)), seed=0)
+@example(size=(10, 10), channels=7, out_channels=1, kernel=(5, 5), strides=(1, 1), padding="SAME", seed=1)
 @given(
     size=st.tuples(st.integers(3, 11), st.integers(3, 11)),
     channels=st.sampled_from([1, 3, 7, 8, 16]),  # both sides of IM2COL_MAX_CHANNELS
@@ -44,7 +45,13 @@ def test_conv_value_and_gradients_equal_lax(size, channels, out_channels, kernel
     w = jnp.asarray(rng.normal(size=(*kernel, channels, out_channels)), jnp.float32)
     expected_loss, (expected_dx, expected_dw) = _conv_grads(jax.lax.conv_general_dilated, x, w, strides, padding)
     loss, (dx, dw) = _conv_grads(conv_ops.conv_general_dilated, x, w, strides, padding)
-    np.testing.assert_allclose(loss, expected_loss, rtol=1e-5, atol=1e-5)  # a sum of sines: may be near 0
+    # A sum of sines of sums of kh*kw*C products, each summed in another order: float32 rounding scales with the
+    # products' magnitudes (one CI draw differed by 2.9e-5 at 10x10x7, 5x5 kernel), a missing or wrong tap by O(1).
+    dims = jax.lax.conv_dimension_numbers(x.shape, w.shape, _DIMS)
+    magnitude = float(
+        jax.lax.conv_general_dilated(jnp.abs(x), jnp.abs(w), strides, padding, dimension_numbers=dims).sum()
+    )
+    np.testing.assert_allclose(loss, expected_loss, rtol=0, atol=2**-23 * magnitude + 1e-6)
     # Sums of the same products in another order (on CPU the forward pass for < 8 input channels and the kernel
     # gradient are matmuls): equal to float32 rounding relative to the largest entry.
     for got, expected in ((dx, expected_dx), (dw, expected_dw)):
