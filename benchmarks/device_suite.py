@@ -12,7 +12,8 @@ dlfund needed: the checkout's root is on the path), from this machine's reposito
 
     bash benchmarks/device_wheels.sh          # here, once: Keras' wheels for the machine's Python 3.12 into .whl/
     run(carry=[".whl"], timeout_s=600, command=
-        "python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site;"
+        "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site"
+        " .whl/*.whl && export PYTHONPATH=/tmp/site || exit;"
         " PYTHONUNBUFFERED=1 python3 -m benchmarks.device_suite --out $OUT --seconds 540 --commit COMMIT")
 
 ``OUT`` then holds ``RESULTS.md`` (sections named with the device, ready to merge into benchmarks/RESULTS.md with
