@@ -41,6 +41,7 @@ CORE_PEERS = ("dlfund", "flax-nnx-jit", "jax-jit", "jax-scan", "keras-jax", "tor
 STRATEGIES = ("dlfund", *run.STRATEGY_PEERS)
 FIRST_GUESS_SECONDS = 25.0  # per process (imports, device start, compilation, two calls) until a step is timed
 MARGIN = 1.25  # a step starts only if its estimate times this fits in the time left
+WORKER_TIMEOUT = 150.0  # seconds: one hung worker (a cold torch.compile, say) cannot eat the run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,15 +53,20 @@ class Step:
     peers: tuple[str, ...]
     repeat: int = 1
 
-    def processes(self, repeat: int | None = None) -> int:
-        """Worker processes it starts: one per peer and round, plus the matmul peak."""
-        return len(self.peers) * (self.repeat if repeat is None else repeat) + 1
+    def processes(self, repeat: int | None = None, peak: bool = True) -> int:
+        """Worker processes it starts: one per peer and round, plus the matmul peak unless it is known already."""
+        return len(self.peers) * (self.repeat if repeat is None else repeat) + int(peak)
+
+    @property
+    def precision(self) -> str:
+        return self.argv[self.argv.index("--precision") + 1] if "--precision" in self.argv else "float32"
 
 
-#: In priority order. One round each but the first table's: a worker process is mostly start-up and compilation
-#: (~10 s each in the smoke run on this CPU; unmeasured on a GPU), so one device call's ~540 s hold a few dozen.
+#: In priority order, one round each: a worker process is mostly start-up and compilation (~10 s each in the smoke
+#: run on this CPU; unmeasured on a GPU), so one device call's ~540 s hold a few dozen, and the CNN tables matter
+#: more than a second round of the MLP's (a GPU's run-to-run spread is small).
 STEPS = (
-    Step("mlp float32", ("--task", "mlp"), run.DEFAULT_PEERS, repeat=2),
+    Step("mlp float32", ("--task", "mlp"), run.DEFAULT_PEERS),
     Step("mlp bfloat16", ("--task", "mlp", "--precision", "bfloat16"), CORE_PEERS),
     Step("mlp strategies", ("--task", "mlp"), STRATEGIES),
     Step("cnn float32", ("--task", "cnn"), run.DEFAULT_PEERS),
@@ -72,17 +78,25 @@ STEPS = (
 )
 
 
-def plan(step: Step, seconds_left: float, seconds_per_process: float) -> int:
+def plan(step: Step, seconds_left: float, seconds_per_process: float, peak: bool = True) -> int:
     """Rounds to run ``step`` with in the time left: its own, 1 if only that fits, else 0 (skip)."""
     for repeat in dict.fromkeys((step.repeat, 1)):
-        if step.processes(repeat) * seconds_per_process * MARGIN <= seconds_left:
+        if step.processes(repeat, peak) * seconds_per_process * MARGIN <= seconds_left:
             return repeat
     return 0
 
 
-def step_command(step: Step, repeat: int, out: Path, quick: bool, timeout: float) -> list[str]:
+def step_command(
+    step: Step, repeat: int, out: Path, quick: bool, timeout: float, peak: dict | None = None
+) -> list[str]:
+    """The ``benchmarks.run`` command of ``step``; ``peak`` (an earlier step's measured peak in the same precision)
+    is passed on with its device, so the peak is measured once per precision, not once per step."""
     command = [sys.executable, "-m", "benchmarks.run", *step.argv, "--peers", ",".join(step.peers)]
     command += ["--repeat", str(repeat), "--timeout", f"{timeout:.0f}"]
+    if peak:
+        command += ["--peak-gflops", f"{peak['peak_gflops']:.6g}"]
+        if run.accelerator(peak):
+            command += ["--peak-device", run.accelerator(peak)]
     command += ["--results-md", str(out / "RESULTS.md"), "--json", str(out / "step.json")]
     if quick:  # smoke sizes; not --quick, which would also make a step's own --epochs 1 (and its section another's)
         command += [
@@ -128,20 +142,22 @@ def run_suite(
     (out / "environment.txt").write_text(environment(commit))
     log = (out / "suite.log").open("a")
     done: list[dict] = []
+    peaks: dict[str, dict] = {}  # precision -> the first measured peak in it
     spent = processes = 0.0
     for step in steps:
         if quick:  # benchmarks.run --quick runs one round whatever --repeat says
             step = dataclasses.replace(step, repeat=1)
         left = seconds - (clock() - start)
         per_process = spent / processes if processes else FIRST_GUESS_SECONDS
-        repeat = plan(step, left, per_process)
+        peak = peaks.get(step.precision)
+        repeat = plan(step, left, per_process, peak=peak is None)
         record = {"step": step.name, "repeat": repeat, "estimate_per_process_s": round(per_process, 1)}
         if not repeat:
             record["status"] = f"skipped: needs ~{step.processes(1) * per_process:.0f} s, {left:.0f} s left"
             done.append(record)
             print(f"[suite] {step.name}: {record['status']}", file=sys.stderr, flush=True)
             continue
-        command = step_command(step, repeat, out, quick, timeout=max(60.0, left / 2))
+        command = step_command(step, repeat, out, quick, min(WORKER_TIMEOUT, max(60.0, left / 2)), peak)
         log.write(f"\n### {step.name}: {' '.join(command)}\n")
         log.flush()
         began = clock()
@@ -151,12 +167,15 @@ def run_suite(
         except subprocess.TimeoutExpired:
             record["status"] = "cut off: out of time"
         took = clock() - began
-        spent, processes = spent + took, processes + step.processes(repeat)
+        spent, processes = spent + took, processes + step.processes(repeat, peak is None)
         record["seconds"] = round(took, 1)
         step_json = out / "step.json"
-        if step_json.exists():
+        if step_json.exists():  # also when the step was cut off: benchmarks.run writes it after every round
             record["report"] = json.loads(step_json.read_text())
             step_json.unlink()
+            measured = record["report"].get("peak", {})
+            if measured.get("status") == "ok" and measured.get("source") != "--peak-gflops":
+                peaks.setdefault(step.precision, measured)
         done.append(record)
         print(f"[suite] {step.name}: {record['status']} in {took:.0f} s", file=sys.stderr, flush=True)
         (out / "suite.json").write_text(json.dumps(done, indent=1) + "\n")
@@ -165,17 +184,21 @@ def run_suite(
     return {"steps": done, "seconds": clock() - start}
 
 
-def merge(source: Path, target: Path = run.DEFAULT_RESULTS_MD) -> list[str]:
-    """Copies every section of ``source`` (a device run's RESULTS.md) into ``target``, replacing a section of the
-    same title; returns the titles merged."""
+def merge(source: Path, target: Path = run.DEFAULT_RESULTS_MD) -> tuple[list[str], list[str]]:
+    """Copies every section of ``source`` (a device run's RESULTS.md) that names its accelerator into ``target``,
+    replacing a section of the same title; returns (titles merged, titles refused). A section without a device
+    (its peak failed, say) would carry this CPU's title and replace this CPU's table, so it is refused."""
     text = target.read_text() if target.exists() else None
-    titles = []
+    merged, refused = [], []
     for block in source.read_text().split("\n## ")[1:]:
         title, _, body = block.partition("\n")
+        if "JAX's device: " not in body:
+            refused.append(title.strip())
+            continue
         text = run.update_results_md(text, title.strip(), body)
-        titles.append(title.strip())
+        merged.append(title.strip())
     target.write_text(text or "")
-    return titles
+    return merged, refused
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -189,8 +212,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--merge", type=Path, default=None, help="merge this RESULTS.md into benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     if args.merge:
-        for title in merge(args.merge):
+        merged, refused = merge(args.merge)
+        for title in merged:
             print(f"merged: {title}")
+        for title in refused:
+            print(f"not merged (no accelerator named in it; it would replace this CPU's section): {title}")
         return
     summary = run_suite(args.out, args.seconds, args.quick, args.commit)
     for record in summary["steps"]:

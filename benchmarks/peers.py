@@ -83,7 +83,10 @@ def measure(
     shape = workloads.input_shape(task, image_shape)
     x, x_test = x.reshape(len(x), *shape), x_test.reshape(len(x_test), *shape)
     timings, losses = [], []
-    for _ in range(2):  # the first call compiles; the second is the measurement
+    compiles: list[float] = []  # seconds of XLA compilation inside the timed (second) call
+    for call in range(2):  # the first call compiles; the second is the measurement
+        if call == 1:
+            _listen_to_compilations(compiles)
         start = time.perf_counter()
         out = train_fn(task, (x, y), epochs, seed, precision)
         timings.append(time.perf_counter() - start)
@@ -104,6 +107,7 @@ def measure(
         "first_call_seconds": timings[0],
         "warm_seconds": timings[1],
         "examples_per_second": examples / timings[1],
+        "warm_compile_seconds": sum(compiles) if "jax" in sys.modules else None,
         "final_loss": losses[1],
         "first_call_final_loss": losses[0],
         "test_accuracy": accuracy(predict, x_test, y_test),
@@ -111,10 +115,29 @@ def measure(
     }
 
 
-def peak_matmul(size: int | None = None, repeats: int = 10, precision: str = "float32") -> dict:
-    """The default device's matmul FLOP/s as XLA reaches it: the best of ``repeats`` jitted [size, size] products
-    in ``precision`` (XLA's default matmul precision, as the peers' models get). ``size`` defaults to 2048 on CPU
-    and 8192 on an accelerator (smaller products leave a GPU's units idle)."""
+def _listen_to_compilations(seconds: list[float]) -> None:
+    """Appends to ``seconds`` the duration of every XLA compilation from now on, if this process runs JAX (a
+    peer that builds a new model per call, as Keras does, compiles again inside the timed call; the table says
+    how much). A PyTorch worker never imports JAX for it."""
+    if "jax" not in sys.modules:
+        return
+    import jax
+
+    def record(event: str, duration: float, **_: object) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            seconds.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(record)
+
+
+def peak_matmul(size: int | None = None, repeats: int = 5, precision: str = "float32") -> dict:
+    """The default device's matmul FLOP/s as XLA reaches it: jitted [size, size] products in ``precision`` (XLA's
+    default matmul precision, as the peers' models get), the best of ``repeats`` timings. ``size`` defaults to 2048
+    on CPU and 8192 on an accelerator (smaller products leave a GPU's units idle).
+
+    Half a second of products first (an idle GPU runs at a fraction of its clock until it has been busy a while),
+    then each timing covers enough products for ~50 ms, synchronised once, so that waiting for the device costs a
+    percent at most."""
     import jax
     import jax.numpy as jnp
 
@@ -125,14 +148,22 @@ def peak_matmul(size: int | None = None, repeats: int = 10, precision: str = "fl
     b = jax.random.normal(jax.random.key(1), (size, size), dtype)
     matmul = jax.jit(jnp.matmul)
     matmul(a, b).block_until_ready()  # compile
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < 0.5:
+        matmul(a, b).block_until_ready()
+        calls += 1
+    batch = max(1, round(0.05 / ((time.perf_counter() - start) / calls)))
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - start)
+        for _ in range(batch):
+            out = matmul(a, b)
+        out.block_until_ready()
+        best = min(best, (time.perf_counter() - start) / batch)
     return {
         "peak_gflops": 2 * size**3 / best / 1e9,
         "matmul_size": size,
+        "products_per_timing": batch,
         "precision": precision,
         "backend": backend,
         "device": jax.devices()[0].device_kind,

@@ -60,6 +60,7 @@ QUICK = {"train_size": 1024, "test_size": 512, "epochs": 1, "repeat": 1}
 DEFAULT_RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "keras", "torch", "numpy", "dlfund")
 ACCURACY_SLACK = 0.02  # a peer this far below dlfund's test accuracy gets a note
+COMPILE_NOTE_FRACTION = 0.05  # XLA compilation above this share of the timed call gets a note
 
 
 # --- arguments ---------------------------------------------------------------------------------------------------
@@ -108,6 +109,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 1 epoch, 1024 examples")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement before it fails")
     parser.add_argument("--peak-gflops", type=float, default=None, help="skip measuring the matmul peak; use this")
+    parser.add_argument(
+        "--peak-device",
+        default=None,
+        help="the accelerator --peak-gflops was measured on (names the section, as a measured peak would)",
+    )
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for peers")
     parser.add_argument("--json", dest="json_path", default=None, help="write every raw number to this file")
     parser.add_argument(
@@ -196,11 +202,12 @@ def run_worker(command: list[str], env: dict[str, str], timeout: float, runner: 
 
 def measure_peak(args: argparse.Namespace, runner: Runner = subprocess.run) -> dict:
     if args.peak_gflops is not None:
-        return {"status": "ok", "peak_gflops": args.peak_gflops, "source": "--peak-gflops"}
+        given = {"status": "ok", "peak_gflops": args.peak_gflops, "source": "--peak-gflops"}
+        return given | ({"device": args.peak_device, "backend": "given"} if args.peak_device else {})
     command = [sys.executable, "-m", "benchmarks.peers", "--peak", f"--precision={args.precision}"]
     if args.quick:
         command.append("--peak-size=1024")
-    return run_worker(command, worker_env(args.env), timeout=600, runner=runner)
+    return run_worker(command, worker_env(args.env), timeout=min(600.0, args.timeout), runner=runner)
 
 
 def log(message: str) -> None:
@@ -208,12 +215,16 @@ def log(message: str) -> None:
 
 
 def run_benchmark(
-    args: argparse.Namespace, runner: Runner = subprocess.run, installed: Callable[[str], bool] = is_installed
+    args: argparse.Namespace,
+    runner: Runner = subprocess.run,
+    installed: Callable[[str], bool] = is_installed,
+    after_round: Callable[[dict[str, Any], int], None] = lambda measured, rounds: None,
 ) -> dict[str, Any]:
     """All measurements: ``{"peers": {peer: {"status", "runs": [...], "error"?}}, "peak": {...}}``.
 
     Rounds rotate the peers' order; round r trains every peer with seed ``args.seed + r``. A peer that fails once
-    is not run again (it is reported with its error)."""
+    is not run again (it is reported with its error). ``after_round(measured, rounds_done)`` is called after each
+    round but the last, so that a run stopped from outside keeps the rounds it finished."""
     peers: dict[str, dict[str, Any]] = {}
     for peer in args.peers:
         peers[peer] = {"status": "ok", "runs": []} if installed(peer) else {"status": "skipped", "error": NOT_INSTALLED}
@@ -232,6 +243,8 @@ def run_benchmark(
             else:
                 peers[peer].update(status="failed", error=result["error"])
                 log(f"[round {r + 1}/{args.repeat}] {peer}: failed: {result['error']}")
+        if r + 1 < args.repeat:
+            after_round({"peers": peers, "peak": peak}, r + 1)
     return {"peers": peers, "peak": peak}
 
 
@@ -258,6 +271,7 @@ def summarize(measured: dict[str, Any], flops_per_example: int) -> list[dict[str
                 rounds=len(rates),
                 first_call_seconds=statistics.median(run["first_call_seconds"] for run in runs),
                 warm_seconds=statistics.median(run["warm_seconds"] for run in runs),
+                warm_compile_seconds=_median_known(run.get("warm_compile_seconds") for run in runs),
                 final_loss=statistics.mean(run["final_loss"] for run in runs),
                 test_accuracy=statistics.mean(run["test_accuracy"] for run in runs),
                 accuracy_min=min(run["test_accuracy"] for run in runs),
@@ -271,6 +285,9 @@ def summarize(measured: dict[str, Any], flops_per_example: int) -> list[dict[str
     for row in rows:
         if row["status"] != "ok":
             continue
+        compiling = row["warm_compile_seconds"]
+        if compiling is not None and compiling > COMPILE_NOTE_FRACTION * row["warm_seconds"]:
+            row["notes"].append(f"the timed call compiles again: {compiling:.2f} s of XLA compilation")
         row["vs_dlfund"] = row["examples_per_second"] / base["examples_per_second"] if base else None
         if base and row is not base and _accuracy_differs(row, base):
             relation = "<" if row["test_accuracy"] < base["test_accuracy"] else ">"
@@ -278,6 +295,12 @@ def summarize(measured: dict[str, Any], flops_per_example: int) -> list[dict[str
                 f"test accuracy {row['test_accuracy']:.3f} {relation} dlfund's {base['test_accuracy']:.3f}"
             )
     return rows
+
+
+def _median_known(values) -> float | None:
+    """The median of the values that are not None (a PyTorch worker reports no XLA compilation), or None."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def _accuracy_differs(row: dict[str, Any], base: dict[str, Any]) -> bool:
@@ -359,7 +382,8 @@ def machine() -> dict[str, Any]:
 
 
 def accelerator(peak: dict[str, Any]) -> str | None:
-    """The accelerator JAX trained on (from the peak measurement), or None on CPU or when unknown."""
+    """The accelerator JAX trained on (from the peak measurement, or ``--peak-device`` with a given peak), or None
+    on CPU or when unknown."""
     return peak.get("device") if peak.get("backend") not in (None, "cpu") else None
 
 
@@ -380,7 +404,8 @@ def describe(args: argparse.Namespace, report: dict[str, Any]) -> str:
     """The lines above the table: configuration, data, machine, device, versions, peak."""
     peak = report["peak"].get("peak_gflops")
     device = accelerator(report["peak"])
-    on = f"; JAX's device: {device} ({report['peak']['backend']})" if device else ""
+    backend = report["peak"].get("backend")
+    on = f"; JAX's device: {device}" + (f" ({backend})" if backend != "given" else "") if device else ""
     sources = {row.get("data_source") for row in report["rows"] if row.get("data_source")}
     v = report["versions"]
     return "\n".join(
@@ -394,12 +419,20 @@ def describe(args: argparse.Namespace, report: dict[str, Any]) -> str:
             + (f"{peak:,.0f} GFLOP/s" if peak else "not measured")
             + f"; model: {report['train_flops_per_example'] / 1e6:.2f} MFLOP per training example",
             "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-            f"- {args.repeat} round(s), seeds {args.seed}-{args.seed + args.repeat - 1} (one per round); each "
+            f"- {_rounds(args, report)} (one per round); each "
             "measurement a fresh process, warm "
             "(second) call timed; examples/s: median (min-max); final loss and test accuracy: mean (range) over "
             "the rounds' seeds",
         ]
     )
+
+
+def _rounds(args: argparse.Namespace, report: dict[str, Any]) -> str:
+    """The rounds and their seeds, e.g. '3 round(s), seeds 0-2' or, mid-run, '1 of 3 rounds (written mid-run),
+    seeds 0-0'."""
+    done = report.get("rounds_done", args.repeat)
+    rounds = f"{args.repeat} round(s)" if done == args.repeat else f"{done} of {args.repeat} rounds (written mid-run)"
+    return f"{rounds}, seeds {args.seed}-{args.seed + done - 1}"
 
 
 def update_results_md(existing: str | None, title: str, body: str) -> str:
@@ -434,28 +467,35 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess.run) -> 
     args = parse_args(argv)
     image_shape = workloads.DATASETS[args.data]["image_shape"]
     flops = workloads.train_flops_per_example(args.task, image_shape)
-    measured = run_benchmark(args, runner)
-    rows = summarize(measured, flops)
-    report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
-        "args": {k: v for k, v in vars(args).items()},
-        "machine": machine(),
-        "versions": versions(),
-        "train_flops_per_example": flops,
-        "peak": measured["peak"],
-        "rows": rows,
-        "raw": measured["peers"],
-    }
-    table = format_table(rows)
-    text = describe(args, report) + "\n\n" + table
-    title = section_title(args, accelerator(measured["peak"]))
+    command = "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    def write(measured: dict[str, Any], rounds_done: int) -> tuple[dict[str, Any], str, str]:
+        """The report of the rounds done so far, written to --json and --results-md; (report, title, text)."""
+        rows = summarize(measured, flops)
+        report = {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": command,
+            "args": {k: v for k, v in vars(args).items()},
+            "machine": machine(),
+            "versions": versions(),
+            "train_flops_per_example": flops,
+            "peak": measured["peak"],
+            "rounds_done": rounds_done,
+            "rows": rows,
+            "raw": measured["peers"],
+        }
+        text = describe(args, report) + "\n\n" + format_table(rows)
+        title = section_title(args, accelerator(measured["peak"]))
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
+        if args.results_md:
+            path = Path(args.results_md)
+            path.write_text(update_results_md(path.read_text() if path.exists() else None, title, text))
+        return report, title, text
+
+    measured = run_benchmark(args, runner, after_round=write)
+    report, title, text = write(measured, args.repeat)
     print(f"## {title}\n\n{text}")
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
-    if args.results_md:
-        path = Path(args.results_md)
-        path.write_text(update_results_md(path.read_text() if path.exists() else None, title, text))
     return report
 
 

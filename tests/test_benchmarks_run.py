@@ -248,6 +248,64 @@ def test_main_prints_the_table_and_writes_json_and_results_md(tmp_path, capsys):
     assert "## mlp, data=synth, 3 epochs, 60000 training examples" in md and "cores" in md
 
 
+def test_a_run_stopped_after_its_first_round_has_written_that_round(tmp_path):
+    """The device suite stops a step that runs out of time: the rounds finished by then are on disk."""
+    json_path, md_path = tmp_path / "out.json", tmp_path / "RESULTS.md"
+
+    class StopInRoundTwo(FakeRunner):
+        def __call__(self, command, **kwargs):
+            if "--seed=1" in command:  # round 2: the suite's timeout kills the step here
+                raise KeyboardInterrupt
+            return super().__call__(command, **kwargs)
+
+    argv = ["--task", "mlp", "--peers", "dlfund,jax-scan", "--repeat", "2"]
+    with pytest.raises(KeyboardInterrupt):
+        run.main([*argv, "--json", str(json_path), "--results-md", str(md_path)], runner=StopInRoundTwo())
+    saved = json.loads(json_path.read_text())
+    assert saved["rounds_done"] == 1 and [len(saved["raw"][p]["runs"]) for p in ("dlfund", "jax-scan")] == [1, 1]
+    md = md_path.read_text()
+    assert (
+        "1 of 2 rounds (written mid-run), seeds 0-0 (one per round)" in md
+        and "| jax-scan | 2,200 (2,200-2,200) |" in md
+    )
+    run.main([*argv, "--json", str(json_path), "--results-md", str(md_path)], runner=FakeRunner())
+    assert "2 round(s)" in md_path.read_text() and "mid-run" not in md_path.read_text()
+
+
+def test_a_given_peak_with_its_device_names_the_section_as_a_measured_one(tmp_path, capsys):
+    argv = ["--task", "mlp", "--peers", "dlfund", "--repeat", "1", "--peak-gflops", "650000"]
+    runner = FakeRunner()
+    report = run.main([*argv, "--peak-device", "NVIDIA H200"], runner=runner)
+    assert not [c for c in runner.calls if "--peak" in c]  # not measured again
+    out = capsys.readouterr().out
+    assert "## mlp, data=synth, 3 epochs, 60000 training examples, NVIDIA H200\n" in out
+    assert "JAX's device: NVIDIA H200; float32 matmul peak 650,000 GFLOP/s" in out
+    assert run.accelerator(report["peak"]) == "NVIDIA H200"
+    assert run.accelerator(run.main(argv, runner=runner)["peak"]) is None  # no device given: this machine's title
+
+
+def test_xla_compilation_inside_the_timed_call_gets_a_note():
+    runs = {peer: [dict(fake_result(peer, 1000.0), warm_compile_seconds=c)] for peer, c in
+            [("dlfund", 0.0), ("keras-jax", 0.6), ("jax-scan", 0.1), ("torch-eager", None)]}  # fmt: skip
+    measured = {"peak": {}, "peers": {p: {"status": "ok", "runs": r} for p, r in runs.items()}}
+    notes = {row["peer"]: row["notes"] for row in run.summarize(measured, 1000)}
+    assert notes["keras-jax"] == ["the timed call compiles again: 0.60 s of XLA compilation"]  # 0.6 of 3 s
+    assert notes["dlfund"] == notes["jax-scan"] == notes["torch-eager"] == []  # none, 3% of it, not JAX
+
+
+def test_the_worker_counts_xla_compilations_once_listening():
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import peers
+
+    seconds: list[float] = []
+    v, unique = jnp.arange(7.0), float(np.random.default_rng().random())  # a program no cache holds
+    peers._listen_to_compilations(seconds)
+    jax.jit(lambda v: jnp.sin(v) * unique)(v).block_until_ready()
+    assert len(seconds) == 1 and seconds[0] > 0
+
+
 def test_worker_command_passes_the_configuration():
     command = run.worker_command("keras-jax", args_for("--epochs", "7", "--train-size", "4096"), seed=5)
     assert command[1:4] == ["-m", "benchmarks.peers", "keras-jax"] and "--seed=5" in command

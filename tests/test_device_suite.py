@@ -15,6 +15,9 @@ STEP_B = device_suite.Step("b", ("--task", "cnn", "--precision", "bfloat16"), ("
 STEP_C = device_suite.Step("c", ("--task", "lstm"), ("dlfund", "jax-scan", "torch-eager"), repeat=2)  # 7
 
 
+PEAK = {"status": "ok", "peak_gflops": 123456.0, "backend": "gpu", "device": "NVIDIA H200"}
+
+
 class FakeClock:
     def __init__(self):
         self.now = 0.0
@@ -40,10 +43,10 @@ class FakeRun:
             raise subprocess.TimeoutExpired(command, timeout)
         peers = command[command.index("--peers") + 1].split(",")
         repeat = int(command[command.index("--repeat") + 1])
-        self.clock.now += self.per_process * (len(peers) * repeat + 1)
+        self.clock.now += self.per_process * (len(peers) * repeat + ("--peak-gflops" not in command))
         json_path = command[command.index("--json") + 1]
         with open(json_path, "w") as f:
-            json.dump({"task": task, "rows": []}, f)
+            json.dump({"task": task, "rows": [], "peak": PEAK}, f)
         code = 1 if task in self.fail else 0
         stdout.write(f"table of {task}\n")
         return subprocess.CompletedProcess(command, code)
@@ -66,7 +69,8 @@ def test_the_suite_learns_the_cost_per_process_and_skips_what_no_longer_fits(tmp
     clock = FakeClock()
     fake = FakeRun(clock, seconds_per_process=10.0)
     # first guess 25 s/process: A needs 5 x 25 x 1.25 = 156 s of 200 and takes 50; then 10 s/process: B (4
-    # processes, 50 s with the margin) fits in 150 and takes 40; C (7 processes, 87.5 s) fits in the 110 left.
+    # processes, bfloat16: a peak of its own; 50 s with the margin) fits in 150 and takes 40; C (float32: A's peak
+    # passed on, 6 processes, 75 s) fits in the 110 left.
     summary = device_suite.run_suite(tmp_path, 200, steps=(STEP_A, STEP_B, STEP_C), runner=fake, clock=clock)
     assert [(r["step"], r["repeat"], r["status"]) for r in summary["steps"]] == [
         ("a", 2, "ok"),
@@ -74,14 +78,17 @@ def test_the_suite_learns_the_cost_per_process_and_skips_what_no_longer_fits(tmp
         ("c", 2, "ok"),
     ]
     assert summary["steps"][1]["estimate_per_process_s"] == 10.0
-    command = fake.commands[1]
-    assert command[command.index("--peers") + 1] == "dlfund" and "--precision" in command
-    assert command[command.index("--results-md") + 1] == str(tmp_path / "RESULTS.md")
+    a, b, c = fake.commands
+    assert b[b.index("--peers") + 1] == "dlfund" and "--precision" in b
+    assert b[b.index("--results-md") + 1] == str(tmp_path / "RESULTS.md")
+    assert "--peak-gflops" not in a and "--peak-gflops" not in b  # the first step of each precision measures it
+    assert c[c.index("--peak-gflops") + 1] == "123456" and c[c.index("--peak-device") + 1] == "NVIDIA H200"
+    assert all(float(x[x.index("--timeout") + 1]) <= device_suite.WORKER_TIMEOUT for x in fake.commands)
 
     clock.now = 0.0
     summary = device_suite.run_suite(tmp_path, 120, steps=(STEP_A, STEP_B, STEP_C), runner=fake, clock=clock)
     # A: 156 > 120 at 2 rounds, 3 x 25 x 1.25 = 94 fits at 1 (takes 30 s); B: 4 x 10 x 1.25 = 50 <= 90 (takes 40);
-    # C: 7 x 12.5 > the 50 left, 4 x 12.5 = 50 fits at 1 round
+    # C: 6 x 12.5 > the 50 left, 3 x 12.5 = 37.5 fits at 1 round
     assert [(r["step"], r["repeat"]) for r in summary["steps"]] == [("a", 1), ("b", 3), ("c", 1)]
 
 
@@ -94,7 +101,7 @@ def test_failed_cut_off_and_skipped_steps_are_recorded_and_the_rest_still_runs(t
     assert statuses["a"] == "exit status 1" and statuses["b"] == "cut off: out of time"
     assert statuses["c"].startswith("skipped: needs ~")  # b used up the time
     saved = json.loads((tmp_path / "suite.json").read_text())
-    assert saved[0]["report"] == {"task": "mlp", "rows": []} and "report" not in saved[1]
+    assert saved[0]["report"] == {"task": "mlp", "rows": [], "peak": PEAK} and "report" not in saved[1]
     assert not (tmp_path / "step.json").exists()
     log = (tmp_path / "suite.log").read_text()
     assert "table of mlp" in log and "[round 1/1] cnn" in log  # the cut-off step's output so far is kept
@@ -120,13 +127,18 @@ def test_steps_run_the_harness_with_known_arguments():
 
 def test_merge_adds_a_devices_sections_and_replaces_its_own_older_ones(tmp_path):
     target = tmp_path / "RESULTS.md"
-    target.write_text(run.update_results_md(None, "mlp, data=synth, 3 epochs, 60000 training examples", "cpu"))
+    cpu = "mlp, data=synth, 3 epochs, 60000 training examples"
+    target.write_text(run.update_results_md(None, cpu, "cpu"))
     source = tmp_path / "device.md"
-    gpu = "mlp, data=synth, 3 epochs, 60000 training examples, NVIDIA H200"
-    source.write_text(run.update_results_md(run.update_results_md(None, gpu, "old"), gpu + ", bfloat16", "bf16"))
-    assert device_suite.merge(source, target) == [gpu, gpu + ", bfloat16"]
-    source.write_text(run.update_results_md(None, gpu, "new"))
-    device_suite.merge(source, target)
+    gpu = f"{cpu}, NVIDIA H200"
+    on = "- machine: x; JAX's device: NVIDIA H200 (gpu)\n"
+    source.write_text(
+        run.update_results_md(run.update_results_md(None, gpu, on + "old"), gpu + ", bfloat16", on + "bf16")
+    )
+    assert device_suite.merge(source, target) == ([gpu, gpu + ", bfloat16"], [])
+    # A section naming no device (its peak failed) has this CPU's title: refused, the CPU's table kept.
+    source.write_text(run.update_results_md(run.update_results_md(None, gpu, on + "new"), cpu, "gpu, unnamed"))
+    assert device_suite.merge(source, target) == ([gpu], [cpu])
     text = target.read_text()
     assert "\ncpu\n" in text and "\nnew\n" in text and "\nbf16\n" in text and "old" not in text
-    assert text.count("## ") == 3
+    assert "unnamed" not in text and text.count("## ") == 3
