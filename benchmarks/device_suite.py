@@ -153,7 +153,8 @@ def run_suite(
         repeat = plan(step, left, per_process, peak=peak is None)
         record = {"step": step.name, "repeat": repeat, "estimate_per_process_s": round(per_process, 1)}
         if not repeat:
-            record["status"] = f"skipped: needs ~{step.processes(1) * per_process:.0f} s, {left:.0f} s left"
+            needs = step.processes(1, peak is None) * per_process
+            record["status"] = f"skipped: needs ~{needs:.0f} s, {left:.0f} s left"
             done.append(record)
             print(f"[suite] {step.name}: {record['status']}", file=sys.stderr, flush=True)
             continue
