@@ -103,26 +103,16 @@ def torch_row(x: np.ndarray, weight: np.ndarray, repeat: int) -> float | None:
         import torch
     except ImportError:
         return None
-    import statistics
-    import time
-
     torch.set_num_threads(os.cpu_count() or 1)
     lstm = torch.nn.LSTM(FEATURES, HIDDEN)  # time-major input [T, B, F]
     xt, wt = torch.from_numpy(x), torch.from_numpy(weight)
 
-    def call():
+    def call():  # synchronous on CPU: timed's block_until_ready(None) waits for nothing
         lstm.zero_grad()
         hs, _ = lstm(xt)
         (torch.sin(hs[-1]) * wt).sum().backward()
 
-    call()
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(20):
-            call()
-        runs.append((time.perf_counter() - start) / 20 * 1e3)
-    return statistics.median(runs)
+    return timed(call, repeat=repeat)
 
 
 def main(argv=None) -> None:

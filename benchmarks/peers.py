@@ -83,10 +83,10 @@ def measure(
     shape = workloads.input_shape(task, image_shape)
     x, x_test = x.reshape(len(x), *shape), x_test.reshape(len(x_test), *shape)
     timings, losses = [], []
-    compiles: list[float] = []  # seconds of XLA compilation inside the timed (second) call
+    compiles = None  # seconds of XLA compilation inside the timed (second) call; None without JAX
     for call in range(2):  # the first call compiles; the second is the measurement
         if call == 1:
-            _listen_to_compilations(compiles)
+            compiles = _listen_to_compilations()
         start = time.perf_counter()
         out = train_fn(task, (x, y), epochs, seed, precision)
         timings.append(time.perf_counter() - start)
@@ -107,7 +107,7 @@ def measure(
         "first_call_seconds": timings[0],
         "warm_seconds": timings[1],
         "examples_per_second": examples / timings[1],
-        "warm_compile_seconds": sum(compiles) if "jax" in sys.modules else None,
+        "warm_compile_seconds": None if compiles is None else sum(compiles),
         "final_loss": losses[1],
         "first_call_final_loss": losses[0],
         "test_accuracy": accuracy(predict, x_test, y_test),
@@ -115,19 +115,22 @@ def measure(
     }
 
 
-def _listen_to_compilations(seconds: list[float]) -> None:
-    """Appends to ``seconds`` the duration of every XLA compilation from now on, if this process runs JAX (a
-    peer that builds a new model per call, as Keras does, compiles again inside the timed call; the table says
-    how much). A PyTorch worker never imports JAX for it."""
+def _listen_to_compilations() -> list[float] | None:
+    """A list that collects the duration of every XLA compilation from now on, if this process runs JAX (a peer
+    that builds a new model per call, as Keras does, compiles again inside the timed call; the table says how
+    much); None in a PyTorch worker, which never imports JAX for it."""
     if "jax" not in sys.modules:
-        return
+        return None
     import jax
+
+    seconds: list[float] = []
 
     def record(event: str, duration: float, **_: object) -> None:
         if event == "/jax/core/compile/backend_compile_duration":
             seconds.append(duration)
 
     jax.monitoring.register_event_duration_secs_listener(record)
+    return seconds
 
 
 def peak_matmul(size: int | None = None, repeats: int = 5, precision: str = "float32") -> dict:
