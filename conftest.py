@@ -27,14 +27,14 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 
 # And compile without XLA's backend optimizations: compilation, not execution, is what a test run waits for on CPU
-# (tests/test_fit.py + test_run.py with the cache: 172 s optimized, 97 s at level 0). At level 0 most of what is left
-# of a compile is XLA:CPU's MLIR fusion emitters; its older elemental emitters (--xla_cpu_use_fusion_emitters=false)
-# compile the same fusions in about half the time: the whole suite 1087 s -> 711 s on 2 workers (2026-12-03; run
-# `DLFUND_TEST_XLA_FLAGS=--xla_backend_optimization_level=0 make test` for the level-0-only figure). Without level 0
-# that flag saves nothing. Every comparison in the suite is made within one setting (a run against its reference,
-# both compiled alike), so the settings change no verdict; users' programs are compiled at XLA's defaults.
-# DLFUND_TEST_XLA_FLAGS, given or the default, joins XLA_FLAGS once (the xdist workers import this file again);
-# subprocess tests that set XLA_FLAGS themselves (8 virtual devices, one device per process) start from it too
+# (tests/test_fit.py + test_run.py with the cache: 172 s optimized, 97 s at level 0). At level 0 most of what is left of
+# a compile is XLA:CPU's MLIR fusion emitters; its older elemental emitters (--xla_cpu_use_fusion_emitters=false)
+# compile the same fusions in about half the time: the whole suite on 2 workers 1087 s -> 711 s and 767 s -> 557 s in
+# two hours of 2026-12-03 (`DLFUND_TEST_XLA_FLAGS=--xla_backend_optimization_level=0 make test` gives the level-0-only
+# figure). Without level 0 that flag saves nothing. Every comparison in the suite is made within one setting (a run
+# against its reference, both compiled alike), so the settings change no verdict; users' programs are compiled at XLA's
+# defaults. DLFUND_TEST_XLA_FLAGS, given or the default, joins XLA_FLAGS once (the xdist workers import this file
+# again); subprocess tests that set XLA_FLAGS themselves (8 virtual devices, one device per process) start from it too
 # (tests/virtual_devices.py: xla_flags).
 os.environ.setdefault("DLFUND_TEST_XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
 if os.environ["DLFUND_TEST_XLA_FLAGS"] not in os.environ.get("XLA_FLAGS", ""):
