@@ -95,8 +95,8 @@ def step_command(
     command += ["--repeat", str(repeat), "--timeout", f"{timeout:.0f}"]
     if peak:
         command += ["--peak-gflops", f"{peak['peak_gflops']:.6g}"]
-        if run.accelerator(peak):
-            command += ["--peak-device", run.accelerator(peak)]
+        if device := run.accelerator(peak):
+            command += ["--peak-device", device]
     command += ["--results-md", str(out / "RESULTS.md"), "--json", str(out / "step.json")]
     if quick:  # smoke sizes; not --quick, which would also make a step's own --epochs 1 (and its section another's)
         command += [
