@@ -36,6 +36,20 @@ def _scores(outputs: jax.Array) -> jax.Array:
     return outputs
 
 
+def _scores_and_labels(outputs: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """[B] or [B, 1] scores and labels -> both [B]; other label shapes are refused (they would broadcast)."""
+    scores = _scores(outputs)
+    labels = jnp.asarray(labels)
+    if labels.ndim == 2 and labels.shape[-1] == 1:
+        labels = labels[:, 0]
+    if labels.shape != scores.shape:
+        raise ValueError(
+            f"a binary loss expects one label per example, labels of shape [B] or [B, 1] matching the scores "
+            f"{tuple(scores.shape)}; got labels of shape {tuple(labels.shape)}"
+        )
+    return scores, labels
+
+
 def _signed(labels: jax.Array, dtype) -> jax.Array:
     """Labels {0, 1} -> targets {-1, +1}."""
     return 2.0 * labels.astype(dtype) - 1.0
@@ -62,11 +76,11 @@ def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
     Args:
       logits: [B] or [B, 1].
-      labels: [B] in {0, 1} (ints or floats; soft labels in [0, 1] work too).
+      labels: [B] or [B, 1] in {0, 1} (ints or floats; soft labels in [0, 1] work too).
     Returns:
       [B] losses.
     """
-    scores = _scores(logits)
+    scores, labels = _scores_and_labels(logits, labels)
     return optax.sigmoid_binary_cross_entropy(scores, labels.astype(scores.dtype))
 
 
@@ -92,11 +106,11 @@ def hinge(scores: jax.Array, labels: jax.Array) -> jax.Array:
 
     Args:
       scores: [B] or [B, 1] raw scores.
-      labels: [B] in {0, 1}.
+      labels: [B] or [B, 1] in {0, 1}.
     Returns:
       [B] losses.
     """
-    s = _scores(scores)
+    s, labels = _scores_and_labels(scores, labels)
     return optax.losses.hinge_loss(s, _signed(labels, s.dtype))
 
 
@@ -105,11 +119,11 @@ def perceptron(scores: jax.Array, labels: jax.Array) -> jax.Array:
 
     Args:
       scores: [B] or [B, 1] raw scores.
-      labels: [B] in {0, 1}.
+      labels: [B] or [B, 1] in {0, 1}.
     Returns:
       [B] losses.
     """
-    s = _scores(scores)
+    s, labels = _scores_and_labels(scores, labels)
     return optax.losses.perceptron_loss(s, _signed(labels, s.dtype))
 
 

@@ -78,6 +78,17 @@ def test_custom_callable_loss():
         losses.get(lambda out, y: out)(LOGITS, LABELS)
 
 
+@pytest.mark.parametrize("name", ["binary_cross_entropy", "hinge", "perceptron"])
+def test_binary_losses_take_a_label_column_as_one_label_per_example(name):
+    # [B, 1] labels beside [B, 1] scores once broadcast to a [B, B] loss matrix (its mean 0.97 instead of 0.47)
+    loss = losses.get(name)
+    column = loss(SCORES, BINARY[:, None])
+    assert column.shape == (16,)
+    np.testing.assert_allclose(column, loss(SCORES[:, 0], BINARY), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"labels of shape \(4,\)"):
+        loss(SCORES, BINARY[:4])
+
+
 def test_binary_loss_rejects_several_outputs():
     with pytest.raises(ValueError, match="one score per example"):
         losses.get("binary_cross_entropy")(LOGITS, BINARY)
