@@ -1,5 +1,7 @@
 """dlfund.fit / evaluate / predict end to end on tiny problems."""
 
+import dataclasses
+import json
 import os
 import warnings
 
@@ -157,6 +159,36 @@ def test_early_stopping_state_machine():
     assert not dlfund.EarlyStopping(monitor="val_loss").maximize
     jitted = jax.jit(stopper.update)(stopper.init(), jnp.float32(0.3), 1)  # pure: runs under jit
     assert int(jitted.best_epoch) == 1
+
+
+@pytest.mark.parametrize(
+    "monitor",
+    ["val_balanced_accuracy", "val_top_5_accuracy", "val_roc_auc", "val_average_precision", "acc", "f1_macro"],
+)
+def test_early_stopping_maximizes_scores_named_in_any_position(monitor):
+    # Only names starting with accuracy/precision/... were maximized: a rising balanced accuracy stopped the run
+    # at epoch 3 and, with restore_best, kept epoch 1's weights.
+    stopper = dlfund.EarlyStopping(monitor=monitor, patience=2)
+    state = stopper.init()
+    for epoch, value in enumerate([0.5, 0.7, 0.9, 0.95], start=1):
+        state = stopper.update(state, value, epoch)
+    assert not bool(state.stop) and int(state.best_epoch) == 4
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "mse", "val_mae", "val_error_rate", "val_log_loss"])
+def test_early_stopping_minimizes_losses_and_errors(monitor):
+    assert not dlfund.EarlyStopping(monitor=monitor).maximize
+
+
+def test_early_stopping_refuses_a_name_without_a_direction_in_auto_mode():
+    with pytest.raises(ValueError, match=r"mode='max'.*mode='min'"):
+        dlfund.EarlyStopping(monitor="val_margin")
+    assert dlfund.EarlyStopping(monitor="val_margin", mode="max").maximize
+    # NumPy numbers (a sweep's np.arange) are numbers, kept as Python ones so the run's config stays JSON
+    stopper = dlfund.EarlyStopping(patience=np.int64(3), min_delta=np.float32(0.5))
+    assert json.loads(json.dumps(dataclasses.asdict(stopper)))["patience"] == 3
+    with pytest.raises(ValueError, match="patience"):
+        dlfund.EarlyStopping(patience=2.5)
 
 
 def test_callbacks_are_called_and_can_stop(blobs):

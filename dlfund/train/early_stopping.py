@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 _MODES = ("auto", "min", "max")
-# Monitored quantities that improve by going up; everything else (losses, errors) improves by going down.
-_HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "auc")
+# Words of a column name ("val_balanced_accuracy" -> balanced, accuracy) that say which way it improves. A name
+# with neither kind, or both, is refused in auto mode: guessing "min" for an unknown score would stop a run that is
+# still improving and restore its worst epoch.
+_HIGHER_IS_BETTER = ("accuracy", "acc", "precision", "recall", "f1", "auc", "iou", "dice", "r2")
+_LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "rmse", "msle", "crossentropy", "perplexity", "hinge")
+
+
+def improves_upward(monitor: str) -> bool | None:
+    """Whether a history column improves by going up (True), down (False), or cannot be told from its name (None).
+
+    ``accuracy``, ``top_5_accuracy``, ``f1_macro``, ``roc_auc``, ``val_average_precision`` go up; ``loss``,
+    ``val_mse``, ``error_rate`` go down.
+    """
+    words = monitor.lower().removeprefix("val_").split("_")
+    up = any(w in _HIGHER_IS_BETTER or w.endswith("accuracy") for w in words)
+    down = any(w in _LOWER_IS_BETTER or w.endswith(("loss", "error")) for w in words)
+    return None if up == down else up
 
 
 class EarlyStoppingState(NamedTuple):
@@ -28,9 +44,9 @@ class EarlyStopping:
     """Stop training when a monitored quantity has not improved for ``patience`` epochs.
 
     An epoch improves on the best so far when its value beats the best by more than ``min_delta`` (lower for
-    ``mode="min"``, higher for ``"max"``; ``"auto"`` infers the direction from the name). Training stops after
-    ``patience`` epochs in a row without improvement; with ``restore_best``, ``fit`` returns the weights of the
-    best epoch. A NaN value never counts as an improvement.
+    ``mode="min"``, higher for ``"max"``; ``"auto"`` infers the direction from the name, and refuses a name that
+    does not tell it). Training stops after ``patience`` epochs in a row without improvement; with
+    ``restore_best``, ``fit`` returns the weights of the best epoch. A NaN value never counts as an improvement.
 
     Args:
       monitor: a history column, e.g. "val_loss" (default) or "val_accuracy".
@@ -50,17 +66,32 @@ class EarlyStopping:
     def __post_init__(self):
         if self.mode not in _MODES:
             raise ValueError(f"EarlyStopping mode must be one of {_MODES}, got {self.mode!r}")
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
+        if not isinstance(self.monitor, str):
+            raise TypeError(f"EarlyStopping monitor must be a history column's name, got {self.monitor!r}")
+        # NumPy integers and floats (from np.arange in a sweep, say) count as numbers; stored as Python ones, so the
+        # run's config stays JSON.
+        if isinstance(self.patience, bool) or not isinstance(self.patience, numbers.Integral) or self.patience < 1:
             raise ValueError(f"EarlyStopping patience must be an integer >= 1, got {self.patience!r}")
-        if not (self.min_delta >= 0) or math.isinf(self.min_delta):
+        object.__setattr__(self, "patience", int(self.patience))
+        if (
+            isinstance(self.min_delta, bool)
+            or not isinstance(self.min_delta, numbers.Real)
+            or not (self.min_delta >= 0)
+            or math.isinf(self.min_delta)
+        ):
             raise ValueError(f"EarlyStopping min_delta must be a finite number >= 0, got {self.min_delta!r}")
+        object.__setattr__(self, "min_delta", float(self.min_delta))
+        if self.mode == "auto" and improves_upward(self.monitor) is None:
+            raise ValueError(
+                f"EarlyStopping cannot tell from the name {self.monitor!r} whether it improves by going up or down; "
+                "pass mode='max' (a score, like accuracy) or mode='min' (a loss or an error)"
+            )
 
     @property
     def maximize(self) -> bool:
         if self.mode != "auto":
             return self.mode == "max"
-        name = self.monitor.removeprefix("val_")
-        return any(name.startswith(h) for h in _HIGHER_IS_BETTER)
+        return bool(improves_upward(self.monitor))
 
     def init(self) -> EarlyStoppingState:
         worst = -jnp.inf if self.maximize else jnp.inf
