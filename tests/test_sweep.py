@@ -215,6 +215,8 @@ def test_the_result_table_best_member_models_and_plot(tmp_path):
         result.model(4)
     with pytest.raises(ValueError, match="not a history column"):
         result.best("val_f1")
+    with pytest.raises(ValueError, match="pass mode='max' or mode='min'"):
+        result.best("val_margin")
 
 
 def test_ensemble_predict_averages_the_members_probabilities_and_evaluate_scores_it():

@@ -17,6 +17,7 @@ from flax import nnx
 
 from dlfund import io as io_lib
 from dlfund.history import History
+from dlfund.train.early_stopping import improves_upward
 
 
 @dataclasses.dataclass
@@ -98,16 +99,21 @@ class SweepResult:
 
         Args:
           monitor: a history column; default the sweep's monitor (early stopping's, else val_loss or loss).
-          mode: "min", "max" or "auto" (the sweep's mode for its own monitor; else max for accuracy-like
-            columns, min for the rest).
+          mode: "min", "max" or "auto" (the sweep's mode for its own monitor; else read from the name as
+            :class:`dlfund.EarlyStopping` reads it: max for accuracy-like columns, min for losses and errors).
         """
         column = monitor or self.monitor[0]
         if mode == "auto":
             if column == self.monitor[0]:
                 mode = self.monitor[1]
             else:
-                name = column.removeprefix("val_")
-                mode = "max" if name.startswith(("accuracy", "precision", "recall", "f1")) else "min"
+                upward = improves_upward(column)
+                if upward is None:
+                    raise ValueError(
+                        f"cannot tell from the name {column!r} whether it improves by going up or down; "
+                        "pass mode='max' or mode='min'"
+                    )
+                mode = "max" if upward else "min"
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
         if self.histories and column not in self.histories[0]:
