@@ -30,7 +30,9 @@ class History:
     def __init__(
         self, rows: Iterable[Mapping[str, Any]] = (), *, selected_epoch: int | None = None, restored_best: bool = False
     ):
-        self.rows: list[dict[str, Any]] = [dict(r) for r in rows]
+        # Plain Python numbers, as append makes them: a NumPy float's repr is "np.float64(0.5)" under NumPy 2,
+        # which a CSV round trip would bring back as text.
+        self.rows: list[dict[str, Any]] = [{k: _plain(v) for k, v in r.items()} for r in rows]
         #: the epoch ``fit`` chose as best (early stopping's monitor, else val_loss, else loss), marked by plots
         self.selected_epoch = selected_epoch
         #: whether the model holds that epoch's weights (early stopping with ``restore_best``)

@@ -43,6 +43,15 @@ def test_csv_round_trip_is_exact(history, tmp_path):
     assert math.isnan(back.rows[4]["loss"]) and "val_loss" not in back.rows[4]
 
 
+def test_rows_given_to_the_constructor_round_trip_as_numbers(tmp_path):
+    # NumPy 2 writes a NumPy float as "np.float64(0.5)": it came back from the CSV as that text
+    rows = [{"epoch": np.int64(1), "loss": np.float64(0.5), "val_loss": np.float32(0.25)}]
+    History(rows).to_csv(tmp_path / "h.csv")
+    back = History.from_csv(tmp_path / "h.csv")
+    assert back.rows == [{"epoch": 1, "loss": 0.5, "val_loss": 0.25}]
+    assert History(rows) == back
+
+
 def test_plots(history, tmp_path):
     fig = history.plot()
     assert isinstance(fig, Figure) and len(fig.axes) == 2  # loss, accuracy
