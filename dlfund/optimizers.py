@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -194,12 +195,15 @@ def _accepted_options(name: str) -> set[str]:
     params = set(inspect.signature(factory).parameters)
     if name in ("sgd", "momentum", "nesterov"):
         params |= set(inspect.signature(optax.sgd).parameters)
+    if name == "nesterov":
+        params.discard("nesterov")  # fixed to True: that is what the name means
     return params - {"learning_rate", "options", "weight_decay", "mask"}
 
 
 def _check_positive(what: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
-        raise ValueError(f"{what} must be a positive number, got {value!r}")
+    # numbers.Real: NumPy scalars too (a sweep's np.arange), which float() then makes plain.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) or value <= 0:
+        raise ValueError(f"{what} must be a positive number (a Python or NumPy int or float), got {value!r}")
 
 
 #: Hyperparameters that are values in the optimizer state (arrays), not constants of the compiled program.
@@ -399,10 +403,14 @@ def get(
             sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in (schedule_options or {}).items())
         ),
     )
-    try:
+    try:  # the schedule first, alone: a TypeError there is a schedule option it does not take
+        opt.learning_rate_at(0)
+    except TypeError as error:
+        raise ValueError(f"schedule {opt.schedule!r}: {error}") from None
+    try:  # then the whole transformation: a TypeError now is one of the optimizer's options
         _validate(opt)
-    except TypeError as error:  # a schedule option the schedule does not take
-        raise ValueError(f"schedule {schedule!r}: {error}") from None
+    except TypeError as error:
+        raise ValueError(f"optimizer {name!r}: {error}") from None
     return opt
 
 

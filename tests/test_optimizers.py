@@ -169,12 +169,23 @@ def test_custom_optax_transformation_is_wrapped():
         ({"weight_decay": -0.1}, "weight_decay"),
         ({"clip_norm": 0.0}, "clip_norm"),
         ({"betas": 0.9}, "does not take"),
+        # each error names the part at fault: both of these once blamed "schedule 'constant'"
+        ({"mu_dtype": "float33"}, "^optimizer 'adam': data type 'float33'"),
+        ({"optimizer": "nesterov", "nesterov": False}, "'nesterov' does not take \\['nesterov'\\]"),
+        ({"schedule": "cosine", "total_steps": 9, "schedule_options": {"floor": 0.1}}, "^schedule 'cosine': .*floor"),
     ],
 )
 def test_bad_settings_give_clear_errors(kwargs, match):
     kwargs = {"optimizer": "adam", **kwargs}
     with pytest.raises(ValueError, match=match):
         optimizers.get(kwargs.pop("optimizer"), **kwargs)
+
+
+def test_numpy_numbers_are_numbers():
+    # np.float32 values (a sweep's np.arange, say) were refused as "must be a positive number"
+    opt = optimizers.get("adam", learning_rate=np.float64(0.01), clip_norm=np.float32(1.0))
+    assert (opt.learning_rate, opt.clip_norm) == (0.01, 1.0)
+    assert type(opt.learning_rate) is float and type(opt.clip_norm) is float
 
 
 def test_list_options_from_config_files_are_accepted():
