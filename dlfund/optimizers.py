@@ -206,6 +206,9 @@ def _check_positive(what: str, value: float) -> None:
         raise ValueError(f"{what} must be a positive number (a Python or NumPy int or float), got {value!r}")
 
 
+#: The peak learning rate of an optimizer given by name when none is given: Adam's published default.
+DEFAULT_LEARNING_RATE = 1e-3
+
 #: Hyperparameters that are values in the optimizer state (arrays), not constants of the compiled program.
 TRACED = ("learning_rate", "weight_decay")
 
@@ -339,7 +342,7 @@ class CustomOptimizer:
 def get(
     optimizer: str | Optimizer | CustomOptimizer | optax.GradientTransformation = "adam",
     *,
-    learning_rate: float = 1e-3,
+    learning_rate: float | None = None,
     schedule: str = "constant",
     total_steps: int | None = None,
     weight_decay: float = 0.0,
@@ -352,7 +355,9 @@ def get(
     Args:
       optimizer: a name (sgd, momentum, nesterov, rmsprop, adam, adamw, adagrad), an ``Optimizer`` (returned with
         ``total_steps`` filled in if it had none) or an ``optax.GradientTransformation`` (wrapped as is).
-      learning_rate: the peak rate, > 0. 1e-3 is Adam's published default.
+      learning_rate: the peak rate, > 0; None: 1e-3 (Adam's published default) for an optimizer given by name. An
+        Optax transformation carries its own rate: this value is then only what the history reports, and None
+        reports NaN (rather than a rate the run never used).
       schedule: constant, cosine, warmup_cosine, exponential or step (see each function's docstring).
       total_steps: the run length in optimizer steps, for schedules that decay over the run.
       weight_decay: decoupled weight decay coefficient (>= 0), skipping biases and normalization scales.
@@ -375,6 +380,8 @@ def get(
         raise TypeError(f"optimizer must be a name, an Optimizer or an optax transformation, got {optimizer!r}")
     OPTIMIZERS.get(optimizer)  # an unknown name fails here, listing the known ones
     name = optimizer.strip().lower().replace("-", "_")
+    if learning_rate is None:
+        learning_rate = DEFAULT_LEARNING_RATE
     _check_positive("learning_rate", learning_rate)
     SCHEDULES.get(schedule)
     if weight_decay is None or math.isnan(weight_decay) or weight_decay < 0:

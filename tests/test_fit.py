@@ -211,6 +211,23 @@ def test_learning_rate_schedule_is_visible_in_history(blobs):
     assert result.history["learning_rate"][-1] < 0.1 / 5
 
 
+def test_an_optax_transformation_trains_with_its_own_rate_and_the_history_does_not_invent_one(blobs, tmp_path, caplog):
+    train, _ = blobs
+    own = quiet_fit(small_mlp(), train, optimizer=optax.sgd(0.5), epochs=2, run_dir=tmp_path / "run")
+    assert "NaN or Inf" not in caplog.text  # TensorBoard is not given the unknown rate
+    named = quiet_fit(small_mlp(), train, optimizer="sgd", learning_rate=0.5, epochs=2)
+    for a, b in zip(jax.tree.leaves(params_of(own.model)), jax.tree.leaves(params_of(named.model))):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    # fit's default learning rate (1e-3) used to be reported here, and written to config.json
+    assert np.isnan(own.history["learning_rate"]).all()
+    assert own.config["optimizer"] == {"name": "custom", "learning_rate": None}
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["fit"]["optimizer"]["learning_rate"] is None
+    reported = quiet_fit(small_mlp(), train, optimizer=optax.sgd(0.5), learning_rate=0.5, epochs=1)
+    assert reported.history["learning_rate"].tolist() == [0.5]
+    assert named.history["learning_rate"].tolist() == [0.5, 0.5]
+    assert quiet_fit(small_mlp(), train, epochs=1).config["optimizer"]["learning_rate"] == 1e-3  # by name: 1e-3
+
+
 def test_regression_with_mse():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 3)).astype(np.float32)

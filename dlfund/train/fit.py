@@ -179,7 +179,7 @@ def fit(
     data: Any,
     *,
     optimizer: str | Any = "adam",
-    learning_rate: float = 1e-3,
+    learning_rate: float | None = None,
     epochs: int = 10,
     batch_size: int = 32,
     seed: int = 0,
@@ -227,7 +227,9 @@ def fit(
         ``data_placement``), or an ``(x, y)`` pair.
       optimizer: sgd, momentum, nesterov, rmsprop, adam, adamw, adagrad, an ``Optimizer`` or an Optax
         transformation.
-      learning_rate: peak learning rate, > 0.
+      learning_rate: peak learning rate, > 0; None: 1e-3 (Adam's published default) for an optimizer given by
+        name. An ``Optimizer`` or an Optax transformation carries its own rate; for a transformation this value is
+        only what the history's ``learning_rate`` column reports (None: NaN, not a rate the run never used).
       epochs: passes over the training set, >= 1.
       batch_size: examples per step, >= 1 (larger than the training set: one full batch, with a warning).
       seed: seeds the data order and dropout; the same seed gives the same history on the same machine.
@@ -390,7 +392,9 @@ def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
         raise ValueError("resume=True needs the run_dir of the run to continue")
     batch_size = checks.check_positive_int("batch_size", options.batch_size)
     learning_rate = options.learning_rate
-    if isinstance(options.optimizer, str):
+    if isinstance(options.optimizer, str) and learning_rate is None:
+        learning_rate = optimizers_lib.DEFAULT_LEARNING_RATE
+    if learning_rate is not None:
         learning_rate = checks.check_learning_rate(learning_rate)
     validation_data = options.validation_data
     train_split, val_split, dataset_classes = _split_data(data, validation_data)

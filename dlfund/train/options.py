@@ -22,7 +22,7 @@ class FitConfig:
     """The options of one training run; the fields, defaults and meanings are :func:`dlfund.fit`'s keywords."""
 
     optimizer: str | Any = "adam"
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None
     epochs: int = 10
     batch_size: int = 32
     seed: int = 0

@@ -21,6 +21,7 @@ Every file is written atomically or appended line by line; a failure to write (r
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -330,8 +331,8 @@ class RunRecorder:
         if self._writer is not None:
             epoch = row["epoch"]
             for name, value in row.items():
-                if name == "epoch":
-                    continue
+                if name == "epoch" or (name == "learning_rate" and math.isnan(value)):
+                    continue  # NaN learning rate: an Optax transformation's own, which the run does not know
                 tag = "learning_rate" if name == "learning_rate" else _tag(name)
                 self._writer.add_scalar(tag, value, epoch)
             self._writer.flush()

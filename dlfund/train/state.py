@@ -177,7 +177,7 @@ def create_train_state(
     model: nnx.Module,
     *,
     optimizer: str | Any = "adam",
-    learning_rate: float = 1e-3,
+    learning_rate: float | None = None,
     loss: str | losses_lib.Loss | Any | None = None,
     regularizers: tuple[Any, ...] = (),
     augment: Any = None,
@@ -198,7 +198,8 @@ def create_train_state(
     Args:
       model: an NNX module; if its ``__call__`` takes ``rngs``, it receives the step's dropout key there.
       optimizer: a name, a :class:`dlfund.optimizers.Optimizer` or an Optax transformation.
-      learning_rate: passed to :func:`dlfund.optimizers.get` with ``optimizer_options``.
+      learning_rate: passed to :func:`dlfund.optimizers.get` with ``optimizer_options`` (None: 1e-3 for an
+        optimizer given by name).
       loss: a name, ``Loss`` or callable; default: the model's ``default_loss`` or softmax cross-entropy.
       regularizers: penalties such as ``"l2:1e-4"`` (see :func:`dlfund.regularizers.get`).
       augment: augmentation specs such as ``("crop:4", "flip")`` (see :func:`dlfund.data.augment.compose`), applied
