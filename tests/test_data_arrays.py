@@ -235,6 +235,47 @@ def test_image_folder_truncated_image_is_named(tmp_path, pets):
         image_folder(pets, image_size=(4, 6))
 
 
+def test_image_folder_scales_16_bit_greyscale_and_refuses_pixels_without_a_range(tmp_path):
+    # Pillow's convert("L") clips 16-bit pixels at 255: dark and bright classes both read as all white
+    root = tmp_path / "scans"
+    for k in range(4):
+        _save(root / "dark" / f"{k}.png", np.full((4, 4), 1000 + k, np.uint16))
+        _save(root / "bright" / f"{k}.png", np.full((4, 4), 60000, np.uint16))
+        _save(root / "red" / f"{k}.png", np.tile(np.array([200, 0, 0], np.uint8), (4, 4, 1)))
+    only_grey = tmp_path / "grey_only"
+    for k in range(4):
+        _save(only_grey / "dark" / f"{k}.png", np.full((4, 4), 1000, np.uint16))
+        _save(only_grey / "bright" / f"{k}.png", np.full((4, 4), 65535, np.uint16))
+    ds = image_folder(only_grey, val_fraction=0.0, test_fraction=0.0, normalize=None)
+    assert ds.input_shape == (4, 4, 1)
+    stored = np.round(ds.normalization.invert(ds.train[0]))
+    assert {int(v) for v in np.unique(stored[ds.train[1] == 0])} == {255}  # "bright" sorts first
+    assert {int(v) for v in np.unique(stored[ds.train[1] == 1])} == {4}  # round(1000 / 257)
+    mixed = image_folder(root, val_fraction=0.0, test_fraction=0.0, normalize=None)  # 16-bit grey beside RGB
+    stored = np.round(mixed.normalization.invert(mixed.train[0]))
+    assert mixed.input_shape == (4, 4, 3)
+    assert {int(v) for v in np.unique(stored[mixed.train[1] == mixed.class_names.index("dark")])} == {4}
+    _save(root / "dark" / "float.tif", np.full((4, 4), 0.5, np.float32))
+    with pytest.raises(ValueError, match=r"float\.tif has float pixels \(Pillow mode 'F'\)"):
+        image_folder(root)
+
+
+def test_hidden_means_hidden_below_the_folder_given(tmp_path, pets, monkeypatch):
+    from dlfund.data.folders import image_files
+
+    _save(pets / "cat" / ".cache" / "thumb.png", _grey(200))  # a hidden folder inside a class: skipped
+    assert len(image_folder(pets, val_fraction=0.0, test_fraction=0.0).train[1]) == 14
+    assert len(image_files(pets / "cat")) == 7
+    # a hidden folder above the one given (~/.data/pets) or a relative path with ".." is the user's choice
+    inside = tmp_path / ".data" / "pets"
+    inside.parent.mkdir()
+    pets.rename(inside)
+    assert len(image_files(inside / "cat")) == 7
+    assert image_folder(inside, val_fraction=0.0).class_names == ("cat", "dog")
+    monkeypatch.chdir(inside / "dog")
+    assert len(image_files(Path("..") / "cat")) == 7
+
+
 def test_a_dataset_with_many_classes_has_a_one_line_repr():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(100), 5)

@@ -12,7 +12,7 @@ from dlfund.data.dataset import Dataset
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 # PIL modes whose pixels are a single grey value (with or without alpha); everything else is read as RGB.
-_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
 def image_folder(
@@ -29,11 +29,12 @@ def image_folder(
 
     Every sub-folder of ``path`` is a class (hidden ones, starting with ".", are skipped); class ids follow
     the sorted folder names, so ``class_names`` is that sorted list. Images are found in the class folders
-    and below them, by suffix (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM/PGM), and read with Pillow as 8-bit
-    values: x is (N, H, W, 1) when every image is greyscale, else (N, H, W, 3) with alpha and palettes
-    converted to RGB. Pixels are scaled to [0, 1] (``x / 255``), then normalized per channel on train only,
-    and the splits are made as in :func:`dlfund.data.from_arrays` (a fixed stratified test split, a seeded
-    stratified validation split).
+    and below them, by suffix (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM/PGM; hidden files and folders, starting
+    with ".", are skipped), and read with Pillow as 8-bit values (16-bit greyscale scaled down, 65535 -> 255;
+    32-bit integer or float pixels, which have no fixed range, are refused): x is (N, H, W, 1) when every image
+    is greyscale, else (N, H, W, 3) with alpha and palettes converted to RGB. Pixels are scaled to [0, 1]
+    (``x / 255``), then normalized per channel on train only, and the splits are made as in
+    :func:`dlfund.data.from_arrays` (a fixed stratified test split, a seeded stratified validation split).
 
     Images of mixed sizes: with ``image_size`` every image is resized (bilinear) to exactly that size, not
     keeping its aspect ratio; without it, differing sizes are an error that names two files and their sizes.
@@ -70,7 +71,9 @@ def image_folder(
     labels: list[int] = []
     for label, class_dir in enumerate(class_dirs):
         images = sorted(
-            p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p)
+            p
+            for p in class_dir.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not _hidden_below(class_dir, p)
         )
         if not images:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
@@ -122,9 +125,7 @@ def image_files(path: str | os.PathLike) -> list[Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
     files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.parts)
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not _hidden_below(root, p)
     )
     if not files:
         raise ValueError(f"{root} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -150,6 +151,7 @@ def _read(file: Path, grey: bool, size: tuple[int, int] | None) -> np.ndarray:
 
     try:
         with Image.open(file) as image:
+            image = _grey_8_bit(image, file) if image.mode in _WIDE_GREY_MODES else image
             image = image.convert("L" if grey else "RGB")
             if size is not None and image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL sizes are (width, height)
@@ -168,8 +170,30 @@ def _check_size(image_size: int | tuple[int, int] | None) -> tuple[int, int] | N
     return int(size[0]), int(size[1])
 
 
-def _hidden(path: Path) -> bool:
-    return path.name.startswith(".")
+# Greyscale modes wider than 8 bits. Pillow's convert("L") clips them at 255 instead of scaling: a 16-bit image
+# would read as all white.
+_WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def _grey_8_bit(image, file: Path):
+    """A 16-bit greyscale image as 8-bit (``round(v / 257)``: 65535 -> 255); 32-bit integer and float images are
+    refused, having no range to scale from."""
+    from PIL import Image
+
+    if image.mode.startswith("I;16"):
+        wide = np.asarray(image).astype(np.float32)
+        return Image.fromarray(np.round(wide / 257.0).astype(np.uint8))
+    kind = "float" if image.mode == "F" else "32-bit integer"
+    raise ValueError(
+        f"{file} has {kind} pixels (Pillow mode {image.mode!r}), which have no fixed range to scale to 8 bits; "
+        "save the images as 8- or 16-bit, or read them yourself and use dlfund.data.from_arrays"
+    )
+
+
+def _hidden_below(root: Path, path: Path) -> bool:
+    """Whether ``path`` or a folder between ``root`` and it is hidden (starts with "."); ``root``'s own path, such
+    as ../images or ~/.data/images, does not count."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _wxh(size: tuple[int, int]) -> str:
