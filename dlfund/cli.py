@@ -328,7 +328,11 @@ def _record(run_dir: str | Path) -> dict[str, Any]:
 
 
 def _run_config(run_dir: str | Path) -> TrainConfig:
-    recorded = _record(run_dir).get("cli")
+    from dlfund.train.run import refuse_sweep_folder
+
+    record = _record(run_dir)
+    refuse_sweep_folder(run_dir, record)
+    recorded = record.get("cli")
     if recorded is None:
         raise ValueError(
             f"{run_dir} was written by dlfund.fit from Python, not by 'dlfund train'; resume it with "

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import dlfund
@@ -233,3 +234,10 @@ def test_resume_of_a_finished_sweep_folder_trains_nothing(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["resume", str(out)]) == 0
     assert "is a finished sweep; nothing to resume" in capsys.readouterr().out
+    # Read as one run's folder it failed on something else ("unknown config keys: 'seeds'", "custom loss None")
+    np.save(tmp_path / "x.npy", np.zeros((1, 8, 8, 1), np.float32))
+    for command in (["evaluate", str(out)], ["predict", str(out), str(tmp_path / "x.npy")]):
+        assert cli.main(command) == 2
+        assert "is the folder of a sweep, not of one run" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"members/<k>/weights\.safetensors"):
+        dlfund.load_model(out)

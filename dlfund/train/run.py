@@ -535,6 +535,16 @@ def _rebuild(description: dict[str, Any], source: str):
         raise ValueError(f"{source}: cannot rebuild {name} from its recorded arguments: {error}") from error
 
 
+def refuse_sweep_folder(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Raises a ValueError that says what a sweep's folder holds when ``record`` (a config.json) is a sweep's:
+    read as one run's, it fails later with a message about something else (a missing model, a config key)."""
+    if "sweep" in record:
+        raise ValueError(
+            f"{path} is the folder of a sweep, not of one run: its sweep.csv holds the members' table, and member "
+            f"k's model is {Path(path) / 'members'}/<k>/weights.safetensors (dlfund.load_model reads it)"
+        )
+
+
 def load_model(path: str | os.PathLike):
     """Rebuilds a trained model, in eval mode, from a run folder, a weights file or one checkpoint.
 
@@ -555,7 +565,9 @@ def load_model(path: str | os.PathLike):
         model = _rebuild({"class": header.get("model"), "config": header.get("config")}, str(path))
         load_weights(path, model)
     elif (path / CONFIG_FILE).is_file():
-        description = json.loads((path / CONFIG_FILE).read_text()).get("model", {})
+        record = json.loads((path / CONFIG_FILE).read_text())
+        refuse_sweep_folder(path, record)
+        description = record.get("model", {})
         if (path / WEIGHTS_FILE).is_file():
             return load_model(path / WEIGHTS_FILE)
         model = _rebuild(description, str(path))

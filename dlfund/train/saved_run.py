@@ -177,6 +177,7 @@ def load_run(path: str | os.PathLike) -> Run:
     config = _read_json(path / run_lib.CONFIG_FILE)
     if config is None:
         raise FileNotFoundError(f"{path} is not a dlfund run folder (no {run_lib.CONFIG_FILE})")
+    run_lib.refuse_sweep_folder(path, config)
     data = config.get("data")
     if data is None:
         raise ValueError(
