@@ -20,6 +20,14 @@ def _field(default: Any, help: str, **extra: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **extra})
 
 
+# The generic model flags each model takes (see TrainConfig.model_options); the other models take none of them.
+_MODEL_FLAGS: dict[str, tuple[str, ...]] = {
+    "mlp": ("hidden", "activation", "dropout", "batch_norm"),
+    "cnn": ("hidden", "activation", "dropout", "batch_norm"),
+    **{m: ("hidden", "dropout") for m in ("rnn", "lstm", "gru", "transformer")},
+}
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Every option of ``dlfund train``; the defaults reproduce the README's main job."""
@@ -46,7 +54,7 @@ class TrainConfig:
         "hidden widths, e.g. --hidden 256 128: mlp layers, cnn dense head; rnn/lstm/gru/transformer: one width per "
         "layer (all equal); None: the model's default",
     )
-    dropout: float = _field(0.0, "dropout rate, in [0, 1)")
+    dropout: float = _field(0.0, "dropout rate, in [0, 1) (mlp, cnn, rnn, lstm, gru, transformer)")
     batch_norm: bool = _field(False, "batch normalization (mlp and cnn)")
     augment: tuple[str, ...] = _field((), "on-device augmentations of training images, e.g. --augment crop:4 flip")
     patience: int = _field(10, "early-stopping patience in epochs on val_loss; 0 disables early stopping")
@@ -85,6 +93,7 @@ class TrainConfig:
         Raises:
           ValueError: ``hidden`` with unequal widths for a model whose layers all have one width.
         """
+        self._check_model_flags()
         hidden = None if self.hidden is None else tuple(self.hidden)
         if self.model == "mlp":
             options = {"activation": self.activation, "dropout": self.dropout, "batch_norm": self.batch_norm}
@@ -103,6 +112,18 @@ class TrainConfig:
                 options["output"] = "regress"
             return options
         return {}
+
+    def _check_model_flags(self) -> None:
+        """Refuses a model flag set away from its default for a model that does not take it (it would be dropped
+        without a word: --dropout 0.5 with --model resnet trained without dropout)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for flag in ("hidden", "activation", "dropout", "batch_norm"):
+            models = [m for m, flags in _MODEL_FLAGS.items() if flag in flags]
+            if getattr(self, flag) != defaults[flag] and self.model not in models:
+                raise ValueError(
+                    f"--{flag.replace('_', '-')} does not apply to --model {self.model}; it applies to "
+                    f"{', '.join(models)}"
+                )
 
     def loss_for(self, ds: Any) -> str | None:
         """The loss to train and evaluate with: ``--loss``, else MSE on a regression dataset, else the model's."""

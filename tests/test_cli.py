@@ -136,6 +136,24 @@ def test_bad_option_value_exits_with_a_clear_message(tmp_path, capsys):
     assert "Known activations" in capsys.readouterr().err
 
 
+def test_a_model_flag_the_model_does_not_take_is_refused_not_dropped(tmp_path, capsys):
+    # --dropout 0.5 with --model resnet used to train without dropout, without a word
+    for flags, message in [
+        (["--model", "resnet", "--dropout", "0.5"], "--dropout does not apply to --model resnet; it applies to mlp"),
+        (["--model", "lstm", "--activation", "tanh"], "--activation does not apply to --model lstm"),
+        (["--model", "gru", "--batch-norm"], "--batch-norm does not apply to --model gru"),
+        (["--model", "logistic_regression", "--hidden", "8"], "--hidden does not apply"),
+    ]:
+        assert cli.main(["train", *flags, "--run-dir", str(tmp_path / "r"), "--no-progress"]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    assert TrainConfig(model="lstm", dropout=0.25, hidden=(16, 16)).model_options() == {
+        "dropout": 0.25,
+        "hidden": 16,
+        "num_layers": 2,
+    }
+
+
 def test_unknown_command(capsys):
     assert cli.main(["trian"]) == 2
     assert "unknown command 'trian'" in capsys.readouterr().err
