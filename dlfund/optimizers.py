@@ -117,11 +117,14 @@ def step(
     factor: float = 0.1,
 ) -> Schedule:
     """Piecewise constant: multiply the rate by ``factor`` at each boundary (default: 50% and 75% of the run,
-    the classic ImageNet/ResNet recipe)."""
+    the classic ImageNet/ResNet recipe). A boundary given twice multiplies twice."""
     if boundaries is None:
         total = _need_total("step", total_steps)
         boundaries = (total // 2, (3 * total) // 4)
-    return optax.piecewise_constant_schedule(learning_rate, {int(b): factor for b in boundaries})
+    scales: dict[int, float] = {}
+    for boundary in boundaries:  # optax takes a dict: a repeated boundary would keep only one of its factors
+        scales[int(boundary)] = scales.get(int(boundary), 1.0) * factor
+    return optax.piecewise_constant_schedule(learning_rate, scales)
 
 
 SCHEDULES: Registry[Callable[..., Schedule]] = Registry("schedule")

@@ -188,6 +188,12 @@ def test_numpy_numbers_are_numbers():
     assert type(opt.learning_rate) is float and type(opt.clip_norm) is float
 
 
+def test_a_step_boundary_given_twice_multiplies_twice():
+    opt = optimizers.get("sgd", learning_rate=1.0, schedule="step", schedule_options={"boundaries": (2, 2, 4)})
+    rates = [float(opt.learning_rate_at(s)) for s in (1, 2, 4)]
+    np.testing.assert_allclose(rates, [1.0, 0.01, 0.001], rtol=1e-6)  # the repeat at 2 once counted once: 0.1
+
+
 def test_list_options_from_config_files_are_accepted():
     opt = optimizers.get("sgd", learning_rate=1.0, schedule="step", schedule_options={"boundaries": [2, 4]})
     assert hash(opt) and float(opt.learning_rate_at(5)) == pytest.approx(0.01)
