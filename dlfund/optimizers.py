@@ -7,7 +7,8 @@ returns an :class:`Optimizer`: a frozen, hashable description whose ``tx`` is th
 
 Weight decay here is always *decoupled* (Loshchilov & Hutter, AdamW): it shrinks weights by
 ``learning_rate(step) * weight_decay * w`` after the optimizer's own update, so it is not rescaled by Adam's or
-RMSprop's gradient statistics. For ``adamw`` that is exactly ``optax.adamw``. By default it skips biases and
+RMSprop's gradient statistics. For ``adamw`` that is exactly ``optax.adamw``, with the ``weight_decay`` given
+(default 0, with which ``adamw`` is Adam; ``optax.adamw``'s own default is 1e-4). By default it skips biases and
 normalization scales (every parameter with fewer than 2 dimensions). For an L2 penalty *added to the loss* instead,
 see :mod:`dlfund.regularizers`.
 
