@@ -351,6 +351,7 @@ def test_a_diverging_run_stops_with_the_epoch_and_step_and_keeps_finite_weights(
     for leaf in jax.tree.leaves(params_of(result.model)):
         assert np.isfinite(leaf).all()
     assert len(result.history) < 20
+    assert len(result.epoch_seconds) == len(result.history) + 1  # and the partial epoch replayed, as documented
 
 
 def test_the_stop_message_names_the_exact_step_that_went_non_finite(blobs):

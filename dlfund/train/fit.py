@@ -63,7 +63,8 @@ class FitResult:
       stop_reason: why training ended early (early stopping, non-finite loss, a callback), or None.
       execution: the epoch strategy used ("scan", "chunk", "loop" or "stream").
       epoch_seconds: wall time of each epoch (the first includes compilation); the epochs of one compiled call
-        (``epochs_per_call``) share its time equally.
+        (``epochs_per_call``) share its time equally. One entry per history row, and after a stop on a non-finite
+        loss one more: the partial epoch replayed to find the step (``sum`` is the whole training time).
     """
 
     model: nnx.Module
