@@ -127,6 +127,13 @@ def test_negative_labels_stay_a_label_error():
         dlfund.fit(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x, np.where(y == 0, -1, y)), **FIT)
 
 
+def test_labels_beyond_int32_are_refused_not_wrapped_into_range():
+    x, y = blobs(classes=3)
+    wrapped = np.where(y == 1, 2**32 + 1, y.astype(np.int64))  # int32 wraps 2**32 + 1 to 1, a valid class
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 2\*\*31\); found 4294967297"):
+        dlfund.evaluate(MLP(6, (8,), 3, rngs=nnx.Rngs(0)), (x, wrapped))
+
+
 def test_more_outputs_than_classes_seen_warns():
     x, y = blobs()
     with pytest.warns(dlfund.DataWarning, match=r"12 outputs but the labels seen go only up to 9 \(10 classes\)"):

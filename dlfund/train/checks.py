@@ -66,6 +66,10 @@ def check_targets(name: str, y: np.ndarray, loss: Loss, num_classes: int | None)
     integral = np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_
     if not integral and (not np.isfinite(y).all() or not np.all(y == np.round(y))):
         raise ValueError(f"the {name} labels must be integer class ids; found non-integer values")
+    bounds = np.iinfo(np.int32)
+    if y.size and (y.min() < bounds.min or y.max() > bounds.max):  # the cast below would wrap them into range
+        extreme = y.max() if y.max() > bounds.max else y.min()
+        raise ValueError(f"the {name} labels must be class ids in [0, 2**31); found {extreme}")
     y = y.astype(np.int32)
     classes = 2 if loss.task == BINARY else num_classes
     if classes is not None:
