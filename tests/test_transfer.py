@@ -194,6 +194,22 @@ def test_learning_rates_train_the_matched_parameters_exactly_as_that_rate_would(
     assert not np.allclose(fast["dense"][0]["kernel"][...], slow["dense"][0]["kernel"][...])
 
 
+def test_a_layer_named_value_gets_its_rate_like_any_other():
+    """A Transformer's attention has a projection called ``value``: it once lost that part of its name (taken for
+    the Variable's own ``.value``), matched no rate and trained at the base rate."""
+    from dlfund.train import freezing
+
+    model = dlfund.models.Transformer(4, 2, width=16, depth=1, num_heads=2, rngs=nnx.Rngs(0))
+    rates = freezing.path_rates(model, {"blocks/0/attention/*": 1e-4}, ())
+    assert "blocks/0/attention/value/kernel" in rates
+    scales = freezing.rate_scales(nnx.state(model, nnx.Param), rates, 1e-3)
+    attention = scales["blocks"][0]["attention"]
+    for projection in ("query", "key", "value", "out"):
+        for leaf in jax.tree.leaves(attention[projection]):
+            assert float(leaf) == pytest.approx(0.1), projection
+    assert float(scales["head"]["kernel"][...]) == 1.0
+
+
 def test_learning_rates_follow_the_schedule_of_the_base_rate():
     model = dlfund.models.MLP(4, (8,), 3, rngs=nnx.Rngs(0))
     x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)

@@ -238,8 +238,11 @@ def rate_scales(trainable: nnx.State, rates: dict[str, float], base_rate: float)
         return None
 
     def factor(key_path: tuple[Any, ...], _leaf: Any) -> jax.Array:
-        # The key path ends in the Variable's ``value`` attribute, which is not part of the parameter's name.
-        name = path_name(_key_name(k) for k in key_path if _key_name(k) != "value")
+        # The key path ends in the Variable's ``value`` attribute (a GetAttrKey), which is not part of the
+        # parameter's name; a layer called "value" (an attention's value projection) is a DictKey and is.
+        if key_path and isinstance(key_path[-1], jax.tree_util.GetAttrKey) and key_path[-1].name == "value":
+            key_path = key_path[:-1]
+        name = path_name(_key_name(k) for k in key_path)
         return jnp.asarray(rates.get(name, base_rate) / base_rate, jnp.float32)
 
     return jax.tree_util.tree_map_with_path(factor, trainable)
