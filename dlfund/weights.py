@@ -5,7 +5,10 @@ Two formats, chosen by the file suffix:
 - ``.safetensors`` (the exchange format of the Hugging Face ecosystem): every variable under its path in the model
   (``"dense/0/kernel"``), the header (format version, model class, constructor arguments) as JSON in the file's
   metadata;
-- ``.npz`` (NumPy): the same arrays, the header as a JSON string array, read with ``allow_pickle=False``.
+- ``.npz`` (NumPy): the same arrays, the header as a JSON string array, read with ``allow_pickle=False``. NumPy
+  cannot store bfloat16 (or other ml_dtypes) in a ``.npz`` it can read back, so those arrays are stored as their
+  raw bits (``uint16``) and the header names their dtype (format version 2, which older readers refuse rather
+  than misread).
 
 Loading into a model of another shape fails with the first mismatching parameter path and both shapes.
 """
@@ -18,23 +21,27 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from dlfund import io as io_lib
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: .npz files may hold bfloat16 arrays as raw bits, named in the header's "npz_dtypes"
 _HEADER = "__dlfund__"
 SUFFIXES = (".safetensors", ".npz")
 
 
 def weight_variables(state: Any) -> list[tuple[str, Any]]:
     """``(path, variable)`` of every variable of an ``nnx.State`` that is a weight: all but settings such as
-    dropout rates, which the model's config records."""
+    dropout rates, which the model's config records, and Flax's random-number streams (``nnx.Dropout(...,
+    rngs=rngs)`` keeps a key and a counter: no weights, and a key has no NumPy form)."""
     from dlfund.models.blocks import DropoutRate
 
     flat = nnx.to_flat_state(state)
-    return [("/".join(str(k) for k in path), var) for path, var in flat if not isinstance(var, DropoutRate)]
+    return [
+        ("/".join(str(k) for k in path), var) for path, var in flat if not isinstance(var, (DropoutRate, nnx.RngState))
+    ]
 
 
 def flat_arrays(model: nnx.Module) -> dict[str, np.ndarray]:
@@ -71,14 +78,20 @@ def save_weights(path: str | os.PathLike, model: nnx.Module) -> str:
     The write is atomic: an interrupted save leaves the previous file intact.
     """
     arrays = flat_arrays(model)
-    header = json.dumps(_header(model), default=str)
+    header = _header(model)
     if _suffix(path) == ".safetensors":
         from safetensors.numpy import save
 
-        data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={_HEADER: header})
+        # np.require, not np.ascontiguousarray: the latter makes a scalar variable's shape () into (1,)
+        contiguous = {k: np.require(v, requirements="C") for k, v in arrays.items()}
+        data = save(contiguous, metadata={_HEADER: json.dumps({**header, "format_version": 1}, default=str)})
         io_lib.write_with(path, lambda f: f.write(data))
     else:
-        arrays[_HEADER] = np.array(header)
+        # bfloat16 & co. (ml_dtypes, NumPy kind "V") go in as their raw bits; np.load could not cast them back
+        extended = {k: v.dtype.name for k, v in arrays.items() if v.dtype.kind == "V"}
+        arrays = {k: v.view(f"uint{8 * v.dtype.itemsize}") if k in extended else v for k, v in arrays.items()}
+        header = {**header, "npz_dtypes": extended} if extended else {**header, "format_version": 1}
+        arrays[_HEADER] = np.array(json.dumps(header, default=str))
         io_lib.write_with(path, lambda f: np.savez(f, **arrays))
     return os.fspath(path)
 
@@ -93,7 +106,11 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray
         return json.loads(metadata.get(_HEADER, "{}")), arrays
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    return json.loads(str(arrays.pop(_HEADER, np.array("{}")))), arrays
+    header = json.loads(str(arrays.pop(_HEADER, np.array("{}"))))
+    for name, dtype in header.get("npz_dtypes", {}).items():
+        if name in arrays:
+            arrays[name] = arrays[name].view(jnp.dtype(dtype))
+    return header, arrays
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
