@@ -119,6 +119,12 @@ DATA_PARALLEL = PRELUDE + textwrap.dedent(
     meshed = dlfund.fit(Recording(nnx.Rngs(0)), TRAIN, devices=jax.make_mesh((2, 4), ("a", "b")), **OPTIONS)
     assert meshed.config["devices"] == 8
     close(meshed, one, "2x4 mesh")
+    # One device named that is not the default trains there (it was dropped, and device 0 used).
+    third = dlfund.fit(Recording(nnx.Rngs(0)), TRAIN, devices=[jax.devices()[2]], **OPTIONS)
+    assert third.config["devices"] == 1
+    placed = {d for leaf in jax.tree.leaves((third.state.params, nnx.state(third.model))) for d in leaf.devices()}
+    assert placed == {jax.devices()[2]}, placed
+    close(third, one, "device 2")
 
     # Without the layout kept from call to call, the epoch program compiles again; the warning says why.
     from dlfund.train import devices as devices_lib
@@ -197,7 +203,7 @@ def test_fsdp_splits_weights_and_moments_and_runs_resume_across_device_counts():
 def test_one_device_keeps_the_single_device_programs():
     assert devices_lib.resolve_layout("auto") is None  # this machine has one device
     assert devices_lib.resolve_layout(1, "fsdp") is None
-    assert devices_lib.resolve_layout(jax.devices()[:1]) is None
+    assert devices_lib.resolve_layout(jax.devices()[:1]) is None  # the default device: no layout
 
 
 @pytest.mark.parametrize(

@@ -181,7 +181,8 @@ def _visible(devices: list[jax.Device]) -> str:
 
 
 def resolve_layout(devices: Any = "auto", parallelism: str = "data") -> Layout | None:
-    """The layout for ``fit``'s ``devices`` and ``parallelism``; None means one device (today's programs).
+    """The layout for ``fit``'s ``devices`` and ``parallelism``; None means the default device (today's programs).
+    One other device, named by a list or a mesh, gets a one-device layout, so the run is placed there.
 
     Args:
       devices: "auto" (every local device when there is more than one), an int (the first n local devices), a
@@ -223,8 +224,8 @@ def resolve_layout(devices: Any = "auto", parallelism: str = "data") -> Layout |
                 f"{devices!r}"
             )
         mesh = Mesh(np.array(chosen), ("data",))
-    if mesh.devices.size == 1:
-        return None
+    if mesh.devices.size == 1 and mesh.devices.flat[0] == jax.devices()[0]:
+        return None  # the default device: no layout, the programs every one-device fit shares
     return Layout(mesh, parallelism, min_shard_bytes=FSDP_MIN_BYTES)
 
 
