@@ -103,6 +103,23 @@ def test_streamed_batches_are_checked_as_they_are_read():
         fit((x, y), data_placement="stream", execution="scan")
 
 
+def test_a_reader_without_input_shape_is_told_what_it_lacks():
+    (x, y), _ = problem()
+
+    class Shapeless:  # only what HostSource's first version asked for: len and read
+        def __len__(self):
+            return len(x)
+
+        def read(self, indices=None):
+            return x[indices], y[indices]
+
+    message = r"reader \(Shapeless: read and len\) without input_shape"
+    with pytest.raises(TypeError, match=message):
+        fit(Shapeless(), data_placement="stream")
+    with pytest.raises(TypeError, match=message):
+        dlfund.evaluate(MLP(4, (16,), 3, rngs=nnx.Rngs(0)), Shapeless())
+
+
 def test_evaluate_reads_a_lazy_split_batch_by_batch():
     train, val = problem()
     result = fit(train)

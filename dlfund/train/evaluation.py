@@ -194,6 +194,7 @@ def evaluate(
       a dict of Python floats (the confusion matrix as a list of lists), plus ``num_examples``.
     """
     from dlfund.train.execution import StreamData
+    from dlfund.train.sources import example_shape as host_example_shape
     from dlfund.train.sources import is_host_source
 
     if not isinstance(model, nnx.Module) or hasattr(model, "histories"):
@@ -206,7 +207,7 @@ def evaluate(
     state = eval_state(model, loss)
     objective = state.objective.loss
     if is_host_source(split):
-        example_shape, num_examples = tuple(split.input_shape), len(split)
+        example_shape, num_examples = host_example_shape(split, "evaluation"), len(split)
         if num_examples == 0:
             raise ValueError("the evaluation split is empty: there is nothing to evaluate on")
     else:

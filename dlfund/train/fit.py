@@ -142,7 +142,9 @@ class _Split:
 
     @property
     def example_shape(self) -> tuple[int, ...]:
-        return tuple(self.arrays[0].shape[1:]) if self.arrays is not None else tuple(self.reader.input_shape)
+        if self.arrays is not None:
+            return tuple(self.arrays[0].shape[1:])
+        return sources.example_shape(self.reader, self.name)
 
     def place(self, placement: str, loss, num_classes, layout: Layout | None = None):
         """Device arrays ``(x, y)`` for ``placement="device"`` (on a mesh: a whole copy on every device, see

@@ -31,7 +31,10 @@ PLACEMENTS = ("auto", "device", "stream")
 
 
 class HostSource(Protocol):
-    """Random access to host data: ``len(source)`` examples, ``source.read(indices) -> (x, y)`` NumPy arrays."""
+    """Random access to host data: ``len(source)`` examples, ``source.read(indices) -> (x, y)`` NumPy arrays, and
+    ``input_shape``, the shape of one example (checked against the model before anything is read)."""
+
+    input_shape: tuple[int, ...]
 
     def __len__(self) -> int: ...
 
@@ -55,6 +58,17 @@ class ArraySource:
 def is_host_source(obj: Any) -> bool:
     """A lazy reader (anything with ``read`` and ``__len__``), as opposed to an ``(x, y)`` pair."""
     return hasattr(obj, "read") and hasattr(obj, "__len__") and not isinstance(obj, (tuple, list))
+
+
+def example_shape(source: Any, name: str) -> tuple[int, ...]:
+    """A reader's ``input_shape``, or a TypeError that says a reader needs one."""
+    shape = getattr(source, "input_shape", None)
+    if shape is None:
+        raise TypeError(
+            f"the {name} data is a reader ({type(source).__name__}: read and len) without input_shape, the shape of "
+            "one example, which dlfund checks against the model before reading; give it that attribute"
+        )
+    return tuple(shape)
 
 
 def data_bytes(num_examples: int, example_shape: tuple[int, ...]) -> int:
