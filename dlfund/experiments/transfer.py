@@ -1,13 +1,15 @@
 """Experiment ``transfer_learning``: does a network pretrained on digits 0-4 help learn digits 5-9 from k examples?
 
 A CNN is pretrained on every example of digits 0-4; then digits 5-9 are learned from k examples per class
-(k = 1, 5, 10, 25, 50), each seed drawing its own k examples and its own initialization, in five ways:
+(k = 1, 5, 10, 25, 50), each seed drawing its own k examples and its own initialization, in seven ways:
 
 - ``scratch``: a fresh CNN of the same architecture (Adam, 1e-3);
 - ``linear probe``: scikit-learn's logistic regression on the pretrained network's penultimate features
   (:func:`dlfund.transfer.embed`);
 - ``frozen backbone``: the pretrained network with a new head, only the head trained (``freeze="backbone"``, 1e-2);
 - ``fine-tune``: the pretrained network with a new head, every layer trained at a lower rate (3e-4);
+- ``fine-tune at 1e-3``: the same at scratch's rate, so that fine-tuning and the next variant differ in one thing
+  only (pretrained or redrawn dense layers), not in the rate as well;
 - ``head, then all``: the README's two-stage recipe in the same budget: half the steps on the head alone
   (frozen backbone, 1e-2), then half on every layer (3e-4);
 - ``convs kept, dense redrawn``: the pretrained convolutions with freshly drawn dense layers and head
@@ -25,7 +27,9 @@ per image:
   source's 900 images can teach and 5 examples cannot.
 
 A claim that transfer "beats" scratch needs the mean paired difference (the same seed draws the same examples for
-every variant) to exceed 1 point and twice its standard error.
+every variant) to exceed 1 point and twice its standard error. The transfer arm the claims test is fixed in
+advance: ``head, then all``, the README's recipe. Picking the variant with the best test accuracy among six and
+then testing it on the same test digits would inflate its lead; the table still shows every variant.
 
 Each seed draws a different sample, and a sweep's members share their data, so the seeds run one after another
 (the compiled programs are shared: one compile per k and variant).
@@ -47,8 +51,17 @@ STEPS = 300
 NOISE = 1.0
 SHIFT = 2
 ARCHITECTURE = dict(input_shape=(8, 8, 1), channels=(16, 32), dense=(64,))
-VARIANTS = ("scratch", "linear probe", "frozen backbone", "fine-tune", "head, then all", "convs kept, dense redrawn")
-TRANSFER = VARIANTS[1:]
+VARIANTS = (
+    "scratch",
+    "linear probe",
+    "frozen backbone",
+    "fine-tune",
+    "fine-tune at 1e-3",
+    "head, then all",
+    "convs kept, dense redrawn",
+)
+#: The transfer arm the claims test, chosen before any run (the README's recipe), not the best on the test digits.
+RECIPE = "head, then all"
 
 
 def _cnn(num_classes: int, seed: int):
@@ -140,6 +153,7 @@ def _setting(splits, *, corrupt, shots, seeds, steps: int, source_epochs: int) -
                 "linear probe": _probe(source, x, y, test),
                 "frozen backbone": _train(pretrained(), x, y, test, steps, seed, freeze="backbone", learning_rate=1e-2),
                 "fine-tune": _train(pretrained(), x, y, test, steps, seed, learning_rate=3e-4),
+                "fine-tune at 1e-3": _train(pretrained(), x, y, test, steps, seed, learning_rate=1e-3),
                 "head, then all": _two_stage(pretrained(), x, y, test, steps, seed),
                 "convs kept, dense redrawn": _train(
                     pretrained(reinitialize="dense"), x, y, test, steps, seed, learning_rate=1e-3
@@ -150,22 +164,38 @@ def _setting(splits, *, corrupt, shots, seeds, steps: int, source_epochs: int) -
     return scores
 
 
-def _best_transfer(scores, k: int, variants=TRANSFER) -> tuple[str, float]:
-    means = {v: float(np.mean(scores[(v, k)])) for v in variants}
-    best = max(means, key=means.get)
-    return best, means[best]
+def _paired(scores, variant: str, k: int, other: str = "scratch") -> tuple[float, float]:
+    """The mean paired difference ``variant - other`` at ``k`` over the seeds, and its standard error."""
+    differences = np.asarray(scores[(variant, k)]) - np.asarray(scores[(other, k)])
+    error = float(differences.std(ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else float("inf")
+    return float(differences.mean()), error
+
+
+def _beats_variant(scores, variant: str, other: str, k: int) -> tuple[bool, str]:
+    """Whether ``variant`` beats ``other`` at ``k``: mean paired difference > 1 point and > 2 standard errors."""
+    mean, error = _paired(scores, variant, k, other)
+    detail = (
+        f"{variant} {np.mean(scores[(variant, k)]):.3f} vs {other} {np.mean(scores[(other, k)]):.3f}: "
+        f"paired difference {mean:+.3f} (standard error {error:.3f}, {len(scores[(variant, k)])} seeds)"
+    )
+    return mean > 0.01 and mean > 2 * error, detail
 
 
 def _beats(scores, variant: str, k: int) -> tuple[bool, str]:
-    """Whether ``variant`` beats scratch at ``k``: mean paired difference > 1 point and > 2 standard errors."""
-    differences = np.asarray(scores[(variant, k)]) - np.asarray(scores[("scratch", k)])
-    mean = float(differences.mean())
-    error = float(differences.std(ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else float("inf")
-    detail = (
-        f"{variant} {np.mean(scores[(variant, k)]):.3f} vs scratch {np.mean(scores[('scratch', k)]):.3f}: "
-        f"paired difference {mean:+.3f} (standard error {error:.3f}, {len(differences)} seeds)"
-    )
-    return mean > 0.01 and mean > 2 * error, detail
+    """Whether ``variant`` beats scratch at ``k`` (see :func:`_beats_variant`)."""
+    return _beats_variant(scores, variant, "scratch", k)
+
+
+def _verdict_at(scores, variant: str, k: int) -> str:
+    """``variant - scratch`` at ``k`` with its standard error, and which side of the noise it falls on."""
+    mean, error = _paired(scores, variant, k)
+    if mean > 0.01 and mean > 2 * error:
+        side = "transfer ahead"
+    elif -mean > 0.01 and -mean > 2 * error:
+        side = "scratch ahead"
+    else:
+        side = "within noise"
+    return f"k={k} {mean:+.3f} ± {error:.3f} ({side})"
 
 
 def transfer_learning(*, quick: bool = False, data_dir: str | None = None):
@@ -184,17 +214,19 @@ def transfer_learning(*, quick: bool = False, data_dir: str | None = None):
             row["std over seeds (largest)"] = max(float(np.std(scores[(variant, k)])) for k in shots)
             rows.append(row)
         small, large = shots[0], shots[-1]
-        best, _ = _best_transfer(scores, small)
-        wins, detail = _beats(scores, best, small)
-        gap_small = _best_transfer(scores, small)[1] - float(np.mean(scores[("scratch", small)]))
-        gap_large = _best_transfer(scores, large)[1] - float(np.mean(scores[("scratch", large)]))
+        wins, detail = _beats(scores, RECIPE, small)
+        gap_small, gap_large = (_paired(scores, RECIPE, k)[0] for k in (small, large))
+        per_k = "; ".join(_verdict_at(scores, RECIPE, k) for k in shots)
         tuned, tuned_detail = _beats(scores, "fine-tune", small)
+        same_rate, same_rate_detail = _beats_variant(scores, "convs kept, dense redrawn", "fine-tune at 1e-3", small)
         checks += [
-            Check(f"{setting}: transfer (its best variant) beats training from scratch at k={small}", wins, detail),
+            Check(f"{setting}: transfer ({RECIPE}) beats training from scratch at k={small}", wins, detail),
             Check(f"{setting}: transfer's advantage shrinks as k grows", gap_small > 0 and gap_large < gap_small,
-                  f"best transfer - scratch: {gap_small:+.3f} at k={small}, {gap_large:+.3f} at k={large}"),
+                  f"{RECIPE} - scratch, per k: {per_k}"),
             Check(f"{setting}: fine-tuning every layer at a lower rate beats scratch at k={small}", tuned,
                   tuned_detail),
+            Check(f"{setting}: at the same rate (1e-3), redrawn dense layers beat pretrained ones at k={small}",
+                  same_rate, same_rate_detail),
         ]  # fmt: skip
     return rows, checks, _figure(curves, shots)
 
