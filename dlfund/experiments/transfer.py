@@ -171,27 +171,27 @@ def _paired(scores, variant: str, k: int, other: str = "scratch") -> tuple[float
     return float(differences.mean()), error
 
 
-def _beats_variant(scores, variant: str, other: str, k: int) -> tuple[bool, str]:
-    """Whether ``variant`` beats ``other`` at ``k``: mean paired difference > 1 point and > 2 standard errors."""
+def _ahead(mean: float, error: float) -> bool:
+    """A mean paired difference that counts as a win: more than 1 point and more than 2 standard errors."""
+    return mean > 0.01 and mean > 2 * error
+
+
+def _beats(scores, variant: str, k: int, other: str = "scratch") -> tuple[bool, str]:
+    """Whether ``variant`` beats ``other`` at ``k`` (:func:`_ahead`), and the numbers behind it."""
     mean, error = _paired(scores, variant, k, other)
     detail = (
         f"{variant} {np.mean(scores[(variant, k)]):.3f} vs {other} {np.mean(scores[(other, k)]):.3f}: "
         f"paired difference {mean:+.3f} (standard error {error:.3f}, {len(scores[(variant, k)])} seeds)"
     )
-    return mean > 0.01 and mean > 2 * error, detail
-
-
-def _beats(scores, variant: str, k: int) -> tuple[bool, str]:
-    """Whether ``variant`` beats scratch at ``k`` (see :func:`_beats_variant`)."""
-    return _beats_variant(scores, variant, "scratch", k)
+    return _ahead(mean, error), detail
 
 
 def _verdict_at(scores, variant: str, k: int) -> str:
     """``variant - scratch`` at ``k`` with its standard error, and which side of the noise it falls on."""
     mean, error = _paired(scores, variant, k)
-    if mean > 0.01 and mean > 2 * error:
+    if _ahead(mean, error):
         side = "transfer ahead"
-    elif -mean > 0.01 and -mean > 2 * error:
+    elif _ahead(-mean, error):
         side = "scratch ahead"
     else:
         side = "within noise"
@@ -218,7 +218,7 @@ def transfer_learning(*, quick: bool = False, data_dir: str | None = None):
         gap_small, gap_large = (_paired(scores, RECIPE, k)[0] for k in (small, large))
         per_k = "; ".join(_verdict_at(scores, RECIPE, k) for k in shots)
         tuned, tuned_detail = _beats(scores, "fine-tune", small)
-        same_rate, same_rate_detail = _beats_variant(scores, "convs kept, dense redrawn", "fine-tune at 1e-3", small)
+        same_rate, same_rate_detail = _beats(scores, "convs kept, dense redrawn", small, other="fine-tune at 1e-3")
         checks += [
             Check(f"{setting}: transfer ({RECIPE}) beats training from scratch at k={small}", wins, detail),
             Check(f"{setting}: transfer's advantage shrinks as k grows", gap_small > 0 and gap_large < gap_small,

@@ -10,6 +10,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from dlfund.train.checks import check_positive_int
+
 _MODES = ("auto", "min", "max")
 # Words of a column name ("val_balanced_accuracy" -> balanced, accuracy) that say which way it improves. A name
 # with neither kind, or both, is refused in auto mode: guessing "min" for an unknown score would stop a run that is
@@ -70,9 +72,7 @@ class EarlyStopping:
             raise TypeError(f"EarlyStopping monitor must be a history column's name, got {self.monitor!r}")
         # NumPy integers and floats (from np.arange in a sweep, say) count as numbers; stored as Python ones, so the
         # run's config stays JSON.
-        if isinstance(self.patience, bool) or not isinstance(self.patience, numbers.Integral) or self.patience < 1:
-            raise ValueError(f"EarlyStopping patience must be an integer >= 1, got {self.patience!r}")
-        object.__setattr__(self, "patience", int(self.patience))
+        object.__setattr__(self, "patience", check_positive_int("EarlyStopping patience", self.patience))
         if (
             isinstance(self.min_delta, bool)
             or not isinstance(self.min_delta, numbers.Real)
