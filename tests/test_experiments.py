@@ -252,6 +252,11 @@ def test_generalization_dropout_is_the_overfitting_experiment(tmp_path, capsys):
                                                                             "weight decay 2.0")]  # fmt: skip
     assert all(0.0 <= row["train accuracy, eval mode"] <= 1.0 and row["train loss, eval mode"] > 0
                for row in saved["rows"])  # fmt: skip
+    # The gap is to the test split: validation chose the strengths and the kept epoch, so a gap to it is biased.
+    for row in saved["rows"]:
+        gap = row["train accuracy, eval mode"] - row["test accuracy"]
+        assert row["gap (train - test accuracy)"] == pytest.approx(gap, abs=1e-9)
+    assert any(row["val accuracy"] != row["test accuracy"] for row in saved["rows"])  # else the check is empty
     assert len(saved["checks"]) == 13
 
 

@@ -98,7 +98,7 @@ EXPERIMENTS.register(
     Experiment(
         "overfitting",
         "On a small training set with noisy labels an over-parameterized MLP memorizes everything; dropout, weight "
-        "decay, early stopping and augmentation each narrow the train/validation gap (training set scored in eval "
+        "decay, early stopping and augmentation each narrow the train/test gap (training set scored in eval "
         "mode) and raise test accuracy; on shuffled labels the same MLP still reaches 100% training accuracy while "
         "its test accuracy stays at chance.",
         overfitting.run,
