@@ -33,7 +33,7 @@ from flax import nnx
 
 from dlfund import weights as weights_lib
 from dlfund.data.dataset import Normalization
-from dlfund.train.evaluation import EVAL_BATCH_SIZE, inference_inputs, predict_arrays
+from dlfund.train.evaluation import EVAL_BATCH_SIZE, inference_outputs
 from dlfund.train.freezing import head_name, matches
 
 logger = logging.getLogger("dlfund")
@@ -256,8 +256,7 @@ def embed(model: nnx.Module, x: Any, *, batch_size: int = EVAL_BATCH_SIZE) -> np
             f"{type(model).__name__} has no penultimate(x) method, so its features are unknown; dlfund's models "
             "define it (the input of their head)"
         )
-    state, x, batch_size = inference_inputs(model, x, batch_size, "embed")
-    return np.asarray(predict_arrays(state, x, batch_size=batch_size, features=True))
+    return inference_outputs(model, x, batch_size, "embed", features=True)
 
 
 __all__ = ["Pretrained", "embed", "from_pretrained", "normalize_like"]

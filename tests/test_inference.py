@@ -206,3 +206,35 @@ def test_cli_predict_reads_an_image_folder(tmp_path, capsys):
     assert cli.main(["predict", str(tmp_path / "run"), str(new)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("a_dark.png: dark") and lines[1].startswith("b_light.png: light")
+
+
+def test_calls_on_different_counts_share_programs_and_the_padding_counts_nowhere():
+    """predict/embed/evaluate on 5, 6 and 7 examples pad to 8 rows (the last example repeated): one program for
+    all; each output is its example's own, and the metrics are sklearn's on the real examples only."""
+    import optax
+    from sklearn.metrics import accuracy_score
+
+    from dlfund.train import evaluation
+
+    rng = np.random.default_rng(0)
+    model = MLP(4, (8,), 3, rngs=nnx.Rngs(0))
+    x = rng.normal(size=(8, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 8).astype(np.int32)
+    logits = dlfund.predict(model, x)
+    features = dlfund.transfer.embed(model, x)
+    dlfund.evaluate(model, (x, y), metrics=("loss", "accuracy"))
+    sizes = (evaluation.predict_arrays._cache_size(), evaluation.evaluate_arrays._cache_size())
+    for n in (5, 6, 7):
+        np.testing.assert_allclose(dlfund.predict(model, x[:n]), logits[:n], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(dlfund.transfer.embed(model, x[:n]), features[:n], rtol=1e-6, atol=1e-6)
+        scores = dlfund.evaluate(model, (x[:n], y[:n]), metrics=("loss", "accuracy"))
+        expected_loss = optax.softmax_cross_entropy_with_integer_labels(logits[:n], y[:n]).mean()
+        assert scores["loss"] == pytest.approx(float(expected_loss), rel=1e-5)
+        assert scores["accuracy"] == pytest.approx(accuracy_score(y[:n], logits[:n].argmax(1)))
+        assert scores["num_examples"] == n
+    assert (evaluation.predict_arrays._cache_size(), evaluation.evaluate_arrays._cache_size()) == sizes
+    # Above the batch size a count pads to whole batches: 9 and 10 examples in batches of 4 make 3 batches.
+    np.testing.assert_allclose(dlfund.predict(model, np.concatenate([x, x[:2]]), batch_size=4)[8:], logits[:2], 1e-6)
+    assert evaluation.padded_rows(evaluation.eval_state(model), 4, 9) == (4, 12)
+    assert evaluation.padded_rows(evaluation.eval_state(model), 1024, 600) == (1024, 1024)
+    assert evaluation.padded_rows(evaluation.eval_state(model), 1024, 3) == (4, 4)
