@@ -207,7 +207,10 @@ def test_the_result_table_best_member_models_and_plot(tmp_path):
     assert (tmp_path / "sweep.csv").read_text() == text
     assert text.splitlines()[0].startswith("member,learning_rate,seed,epochs_run,best_epoch,best_val_loss")
     assert len(text.splitlines()) == 5
+    import matplotlib.pyplot as plt
+
     figure = result.plot()
+    assert figure.number not in plt.get_fignums()  # detached from pyplot: Jupyter shows it once, as the value
     assert [ax.get_title() for ax in figure.axes] == ["loss", "val_loss"]
     assert len(figure.axes[0].get_lines()) == 2 * len(result)  # a curve and a best-epoch marker per member
     assert "SweepResult(4 members" in repr(result) and "learning_rate" in repr(result)

@@ -171,14 +171,16 @@ class SweepResult:
     def plot(self, metric: str = "loss", *, figsize: tuple[float, float] = (11, 4)):
         """One figure: every member's training (left) and validation (right, when recorded) curve of ``metric``,
         labelled by its values; the epoch whose weights :meth:`model` holds is marked."""
-        import matplotlib.pyplot as plt
+        import matplotlib
+
+        from dlfund.plotting import _figure
 
         if self.histories and metric not in self.histories[0]:
             raise ValueError(f"{metric!r} is not a history column; columns: {', '.join(self.histories[0].columns)}")
         splits = [metric] + ([f"val_{metric}"] if self.histories and f"val_{metric}" in self.histories[0] else [])
-        fig, axes = plt.subplots(1, len(splits), figsize=figsize, squeeze=False)
-        colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(self), 1)))
-        for ax, column in zip(axes[0], splits):
+        fig, axes = _figure(len(splits), figsize, pyplot=True)  # shown once in Jupyter, as the cell's value
+        colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, max(len(self), 1)))
+        for ax, column in zip(axes, splits):
             for k, history in enumerate(self.histories):
                 if not len(history):
                     continue
@@ -190,7 +192,7 @@ class SweepResult:
             ax.set_xlabel("epoch")
             ax.set_title(column)
         if len(self) <= 12:
-            axes[0][-1].legend(fontsize="small")
+            axes[-1].legend(fontsize="small")
         fig.tight_layout()
         return fig
 
