@@ -142,7 +142,7 @@ class TrainConfig:
             batch_size=self.batch_size,
             seed=self.seed,
             weight_decay=self.weight_decay,
-            early_stopping=EarlyStopping(patience=self.patience) if self.patience > 0 else None,
+            early_stopping=EarlyStopping(patience=self.patience) if self._patience() > 0 else None,
             loss=self.loss_for(ds),
             label_smoothing=self.label_smoothing or None,
             regularizers=(f"l2:{self.l2}",) if self.l2 else (),
@@ -159,6 +159,12 @@ class TrainConfig:
             keep_checkpoints=self.keep_checkpoints,
         )
         return FitConfig.of(**{**options, **overrides})
+
+    def _patience(self) -> int:
+        """``--patience``: 0 turns early stopping off; a negative value is refused, not read as 0."""
+        if self.patience < 0:
+            raise ValueError(f"--patience must be >= 0 (0 turns early stopping off), got {self.patience}")
+        return self.patience
 
     def device_count(self) -> int | str:
         """``--devices`` as ``fit`` takes it: "auto" or a positive int."""

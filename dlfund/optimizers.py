@@ -388,8 +388,13 @@ def get(
         learning_rate = DEFAULT_LEARNING_RATE
     _check_positive("learning_rate", learning_rate)
     SCHEDULES.get(schedule)
-    if weight_decay is None or math.isnan(weight_decay) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if (
+        isinstance(weight_decay, bool)
+        or not isinstance(weight_decay, numbers.Real)
+        or math.isnan(weight_decay)
+        or weight_decay < 0
+    ):
+        raise ValueError(f"weight_decay must be a number >= 0 (a Python or NumPy int or float), got {weight_decay!r}")
     if clip_norm is not None:
         _check_positive("clip_norm", clip_norm)
     unknown = set(options) - _accepted_options(name)

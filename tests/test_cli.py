@@ -188,6 +188,11 @@ def test_no_validation_split_needs_no_early_stopping(tmp_path, capsys):
     assert "--patience 0" in capsys.readouterr().err
 
 
+def test_a_negative_patience_is_refused_not_read_as_zero(tmp_path, capsys):
+    assert cli.main(["train", "--patience", "-1", "--run-dir", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "--patience must be >= 0 (0 turns early stopping off), got -1" in capsys.readouterr().err
+
+
 def test_the_download_flag_is_download_true(monkeypatch, tmp_path, capsys):
     import dlfund
 

@@ -86,6 +86,7 @@ def test_experiment_runs_and_reports(name, tmp_path):
     assert report.claim in text and "| claim | verdict | measured |" in text
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["name"] == name and len(saved["checks"]) == len(report.checks)
+    assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # README: each saves a figure
 
 
 # Full runs short enough for every `make test` (2-16 s each on 2 cores, README); the rest are marked slow.

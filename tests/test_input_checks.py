@@ -140,3 +140,70 @@ def test_more_outputs_than_classes_seen_warns():
         dlfund.fit(MLP(6, (8,), 12, rngs=nnx.Rngs(0)), (x, y), **FIT)
     fit_quietly(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x, y))  # exactly enough outputs: no warning
     fit_quietly(MLP(6, (8,), 2, rngs=nnx.Rngs(0)), (x, (y == 0).astype(np.int32)))
+
+
+def test_a_lone_string_or_callback_where_a_sequence_goes_is_one_item_not_its_letters():
+    x, y = blobs()
+    seen = []
+    result = fit_quietly(
+        MLP(6, (8,), 10, rngs=nnx.Rngs(0)),
+        (x, y),
+        regularizers="l2:1e-4",
+        metrics="f1_macro",
+        callbacks=dlfund.LambdaCallback(on_epoch_end=lambda epoch, logs, state: seen.append(epoch)),
+    )
+    assert result.config["regularizers"] == ["l2:0.0001"]
+    assert "f1_macro" in result.history.columns and seen == [1]
+    with pytest.raises(TypeError, match=r"callbacks must be dlfund.Callback objects .*LambdaCallback"):
+        fit_quietly(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x, y), callbacks=[print])
+
+
+@pytest.mark.parametrize("value", [5, True])
+def test_early_stopping_given_a_number_is_shown_the_object(value):
+    x, y = blobs()
+    with pytest.raises(TypeError, match=r"early_stopping=dlfund.EarlyStopping\(patience=5\)"):
+        fit_quietly(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x, y), early_stopping=value)
+
+
+def test_a_misspelt_monitor_gets_the_close_name_not_pass_validation_data():
+    x, y = blobs()
+    model = MLP(6, (8,), 10, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"did you mean 'val_accuracy'") as error:
+        fit_quietly(model, (x, y), validation_data=(x, y), early_stopping=dlfund.EarlyStopping(monitor="val_acc"))
+    assert "pass validation_data" not in str(error.value)
+    with pytest.raises(ValueError, match=r"pass validation_data"):
+        fit_quietly(model, (x, y), early_stopping=dlfund.EarlyStopping(monitor="val_loss"))
+
+
+def test_a_weight_decay_that_is_not_a_number_is_named():
+    x, y = blobs()
+    with pytest.raises(ValueError, match=r"weight_decay must be a number >= 0 .*'1e-4'"):
+        fit_quietly(MLP(6, (8,), 10, rngs=nnx.Rngs(0)), (x, y), weight_decay="1e-4")
+
+
+def test_a_binary_loss_on_many_classes_is_a_loss_error_not_a_model_error():
+    digits = dlfund.data.load("digits")
+    model = MLP(64, (8,), 10, rngs=nnx.Rngs(0))
+    for loss in ("binary_cross_entropy", "hinge"):
+        with pytest.raises(ValueError, match=rf"the '{loss}' loss is for two classes .* dataset has 10"):
+            fit_quietly(model, digits, loss=loss)
+        with pytest.raises(ValueError, match=rf"the '{loss}' loss is for two classes .* labels go up to 9"):
+            fit_quietly(model, digits.train, loss=loss)
+
+
+def test_mse_is_refused_on_class_labels_and_on_targets_shaped_unlike_the_outputs():
+    digits = dlfund.data.load("digits")
+    model = MLP(64, (8,), 10, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"'mse' loss is a regression loss, but the dataset holds class labels"):
+        fit_quietly(model, digits, loss="mse")
+    with pytest.raises(ValueError, match=r"targets have shape \(\) per example but the model outputs \(10,\).*class"):
+        fit_quietly(model, digits.train, loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"targets have shape \(3,\) .* outputs \(1,\).*with 3 outputs"):
+        fit_quietly(MLP(4, (8,), 1, rngs=nnx.Rngs(0)), (x, x[:, :3]), loss="mse")
+    with pytest.raises(ValueError, match=r"evaluation targets have shape \(3,\)"):
+        dlfund.evaluate(MLP(4, (8,), 1, rngs=nnx.Rngs(0)), (x, x[:, :3]), loss="mse")
+    # The shapes mse takes: [N] targets with one output, and equal shapes.
+    fit_quietly(MLP(4, (8,), 1, rngs=nnx.Rngs(0)), (x, x[:, 0]), loss="mse")
+    fit_quietly(MLP(4, (8,), 3, rngs=nnx.Rngs(0)), (x, x[:, :3]), loss="mse")

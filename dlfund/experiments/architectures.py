@@ -96,7 +96,7 @@ def _train(trial: Trial, seed: int, *, quick: bool, data_dir: str | None) -> dic
     return row
 
 
-def run(*, quick: bool = False, data_dir: str | None = None) -> tuple[list[dict[str, Any]], list[Check]]:
+def run(*, quick: bool = False, data_dir: str | None = None) -> tuple[list[dict[str, Any]], list[Check], Any]:
     rows, checks = [], []
     for trial in TRIALS[:2] + TRIALS[5:6] if quick else TRIALS:
         runs = [_train(trial, seed, quick=quick, data_dir=data_dir) for seed in (SEEDS[:1] if quick else SEEDS)]
@@ -126,4 +126,29 @@ def run(*, quick: bool = False, data_dir: str | None = None) -> tuple[list[dict[
                 )
             )
         rows.append(row)
-    return rows, checks
+    return rows, checks, _figure(rows)
+
+
+def _figure(rows: list[dict[str, Any]]):
+    """Left: test accuracy per classifier (mean over seeds, bar: min to max) against its target; right: how many
+    times lower than persistence each forecaster's test MSE is, against the 3x target."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4))
+    accuracy, forecast = fig.subplots(1, 2, gridspec_kw={"width_ratios": [5, 3]})
+    classifiers = [r for r in rows if "test accuracy (mean)" in r]
+    means = [r["test accuracy (mean)"] for r in classifiers]
+    spread = [[m - r["min"] for m, r in zip(means, classifiers)], [r["max"] - m for m, r in zip(means, classifiers)]]
+    accuracy.bar(range(len(classifiers)), means, yerr=spread, capsize=3, color="C0")
+    accuracy.set_xticks(range(len(classifiers)), [f"{r['model']}\n{r['dataset']}" for r in classifiers], fontsize=8)
+    accuracy.axhline(0.95, color="grey", linestyle=":", label="target 0.95 (CNN: 0.98)")
+    accuracy.set(ylim=(min([0.9, *means]) - 0.02, 1.0), ylabel="test accuracy (mean; bar: min-max over seeds)")
+    accuracy.legend(fontsize=8, loc="lower right")
+    forecasters = [r for r in rows if "ratio" in r]
+    forecast.bar(range(len(forecasters)), [r["ratio"] for r in forecasters], color="C2")
+    forecast.set_xticks(range(len(forecasters)), [r["model"] for r in forecasters])
+    forecast.axhline(3.0, color="grey", linestyle=":", label="target: 3x")
+    forecast.set(ylabel="persistence MSE / test MSE", title="sines: better than 'the next equals the last'")
+    forecast.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

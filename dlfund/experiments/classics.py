@@ -19,12 +19,13 @@ X4 = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
 def perceptron_xor(*, quick: bool = False, data_dir: str | None = None):
     import dlfund
 
-    rows, mistakes_left, mlp_solves = [], {}, None
+    rows, mistakes_left, mlp_solves, deciders = [], {}, None, {}
     for gate, labels in GATES.items():
         y = np.array(labels)
         perceptron = dlfund.models.Perceptron(2, rngs=nnx.Rngs(0))
         mistakes = dlfund.models.perceptron_rule(perceptron, X4, y, epochs=100, key=jax.random.key(0))
         mistakes_left[gate] = int(mistakes[-1])
+        deciders[f"perceptron on {gate}"] = (gate, lambda x, p=perceptron: np.asarray(p.predict(x)))
         rows.append(
             {
                 "model": "perceptron (Rosenblatt's rule, 100 epochs)",
@@ -41,6 +42,7 @@ def perceptron_xor(*, quick: bool = False, data_dir: str | None = None):
     )
     mlp_solves = float(np.mean(np.argmax(dlfund.predict(mlp, X4), -1) == xor))
     rows.append({"model": "MLP 2-8-2 (tanh, Adam)", "task": "XOR", "accuracy": mlp_solves})
+    deciders["MLP 2-8-2 on XOR"] = ("XOR", lambda x: np.argmax(dlfund.predict(mlp, x), -1))
     checks = [
         Check("the perceptron rule converges on AND and OR", mistakes_left["AND"] == mistakes_left["OR"] == 0,
               f"mistakes in the last epoch: AND {mistakes_left['AND']}, OR {mistakes_left['OR']}"),
@@ -48,4 +50,27 @@ def perceptron_xor(*, quick: bool = False, data_dir: str | None = None):
               f"fewest mistakes in any of 100 epochs: {rows[2]['fewest mistakes in any epoch']}"),
         Check("an MLP with one hidden layer learns XOR", mlp_solves == 1.0, f"accuracy {mlp_solves:.2f}"),
     ]  # fmt: skip
-    return rows, checks
+    return rows, checks, _figure(deciders)
+
+
+def _figure(deciders):
+    """Each model's decision regions over [-0.5, 1.5]^2 with the four inputs, coloured by their true label: one
+    straight boundary for a perceptron (none separates XOR), a bent one for the MLP."""
+    from matplotlib.figure import Figure
+
+    grid = np.linspace(-0.5, 1.5, 101, dtype=np.float32)
+    points = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)
+    fig = Figure(figsize=(4 * len(deciders), 3.8))
+    for ax, (title, (gate, decide)) in zip(fig.subplots(1, len(deciders)), deciders.items()):
+        regions = decide(points).reshape(len(grid), len(grid))
+        ax.contourf(grid, grid, regions, levels=[-0.5, 0.5, 1.5], colors=["#dde6f5", "#f7dccc"])
+        labels = np.array(GATES[gate])
+        for label, marker, color in ((0, "o", "C0"), (1, "s", "C1")):
+            chosen = labels == label
+            ax.scatter(X4[chosen, 0], X4[chosen, 1], marker=marker, s=90, color=color, edgecolor="k",
+                       label=f"label {label}")  # fmt: skip
+        correct = int(np.sum(decide(X4) == labels))
+        ax.set(title=f"{title}: {correct}/4 right", xlabel="x1", ylabel="x2", aspect="equal")
+    fig.axes[0].legend(loc="center left", fontsize=8)
+    fig.tight_layout()
+    return fig

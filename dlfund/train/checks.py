@@ -142,6 +142,44 @@ def check_loss_fits_outputs(loss: Loss, out_shape: tuple[int, ...]) -> None:
         )
 
 
+def check_loss_fits_classes(loss: Loss, num_classes: int | None) -> None:
+    """A dataset that says how many classes it holds against the loss: a binary loss takes two, a regression loss
+    none. (Otherwise the model's output count is blamed, or the loss fails on shapes inside the program.)"""
+    if num_classes is None:
+        return
+    if loss.task == BINARY and num_classes > 2:
+        raise ValueError(
+            f"the {loss.name!r} loss is for two classes (labels 0/1), but the dataset has {num_classes}; use "
+            f"loss='softmax_cross_entropy' (the default of a model with {num_classes} outputs)"
+        )
+    if loss.task == REGRESSION:
+        raise ValueError(
+            f"the {loss.name!r} loss is a regression loss, but the dataset holds class labels ({num_classes} "
+            "classes); use loss='softmax_cross_entropy' (the default of a classifier)"
+        )
+
+
+def check_target_shape(name: str, target_shape: tuple[int, ...], loss: Loss, out_shape: tuple[int, ...]) -> None:
+    """Mean squared error compares outputs and targets element by element: their per-example shapes must agree
+    ([N] targets with one output per example are fine); checked before anything compiles."""
+    from dlfund.losses import mse
+
+    if loss.fn is not mse:
+        return
+    targets, outputs = tuple(target_shape[1:]), tuple(out_shape[1:])
+    if targets == outputs or (outputs[-1:] == (1,) and targets == outputs[:-1]):
+        return
+    hint = ""
+    if targets == () and outputs and outputs[-1] > 1:
+        hint = "; if y holds class ids, this is classification: use loss='softmax_cross_entropy'"
+    elif len(targets) == 1 and len(outputs) == 1:
+        hint = f"; build the model with {targets[0]} outputs"
+    raise ValueError(
+        f"the {name} targets have shape {targets} per example but the model outputs {outputs}; the "
+        f"{loss.name!r} loss needs the same shape{hint}"
+    )
+
+
 def integral_labels(y: np.ndarray) -> np.ndarray | None:
     """y [N] as int64 class ids when it is a vector of whole numbers; None otherwise (check_targets says why)."""
     y = np.asarray(y)
@@ -174,6 +212,11 @@ def check_outputs_fit_labels(out_shape: tuple[int, ...], loss: Loss, labels: dic
     if lowest < 0:
         return  # a label error, which check_targets reports
     if highest >= num_classes:
+        if loss.task == BINARY and len(out_shape) > 1 and out_shape[-1] > 1:
+            raise ValueError(
+                f"the {loss.name!r} loss is for two classes (labels 0/1), but the labels go up to {highest}; use "
+                f"loss='softmax_cross_entropy' (the default of a model with {out_shape[-1]} outputs)"
+            )
         if one_output:
             raise ValueError(
                 f"the model is a binary classifier (one score per example, loss {loss.name!r}) but the labels go up to "

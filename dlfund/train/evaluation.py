@@ -257,6 +257,7 @@ def evaluate(
         values = evaluate_source(state, data, batch_size=batch_size, metrics=resolved)
     else:
         y = checks.check_targets("evaluation", y, objective, num_classes)
+        checks.check_target_shape("evaluation", y.shape, objective, out_shape)
         batch_size, rows = padded_rows(state, batch_size, num_examples)
         x, y = _pad(x, rows), _pad(y, rows)
         values = evaluate_arrays(state, x, y, batch_size=batch_size, metrics=resolved, num_examples=num_examples)

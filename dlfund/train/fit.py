@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import os
 import time
@@ -461,6 +462,7 @@ def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
                 and (labels := checks.integral_labels(split.arrays[1])) is not None
             },
         )
+    checks.check_loss_fits_classes(objective_loss, dataset_classes)
     binary_ok = num_classes == 2 and dataset_classes is not None and dataset_classes <= 2
     if dataset_classes is not None and num_classes not in (None, dataset_classes) and not binary_ok:
         raise ValueError(
@@ -470,6 +472,7 @@ def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
     for split in (train_data, val_data):
         if split is not None and split.arrays is not None:  # readers' labels are checked batch by batch
             checks.check_targets(split.name, split.arrays[1], objective_loss, num_classes)
+            checks.check_target_shape(split.name, split.arrays[1].shape, objective_loss, out_shape)
     placement, _ = sources.choose_placement(
         sources.data_bytes(len(train_data), example_shape),
         options.data_placement,
@@ -484,7 +487,11 @@ def plan_fit(model: nnx.Module, data: Any, options: FitConfig) -> FitPlan:
         columns += [f"val_{c}" for c in columns]
     early_stopping = options.early_stopping
     if early_stopping is not None and early_stopping.monitor not in columns:
-        hint = " (pass validation_data)" if early_stopping.monitor.startswith("val_") else ""
+        close = difflib.get_close_matches(early_stopping.monitor, columns, n=2)
+        if early_stopping.monitor.startswith("val_") and val_data is None:
+            hint = " (pass validation_data)"
+        else:
+            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
         raise ValueError(
             f"early stopping monitors {early_stopping.monitor!r}, which this run does not record{hint}; "
             f"recorded: {', '.join(columns)}"

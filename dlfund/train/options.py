@@ -57,6 +57,27 @@ class FitConfig:
     freeze_batch_norm: bool = True
     learning_rates: dict[str, float] | None = None
 
+    def __post_init__(self) -> None:
+        # A lone value where a sequence goes: wrap it, as ``augment`` does; iterating the string "l2:1e-4" would
+        # report an unknown regularizer 'l'.
+        for name in ("regularizers", "metrics", "callbacks"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, (str, Callback)) or not isinstance(value, (list, tuple))):
+                value = (value,) if isinstance(value, (str, Callback)) or callable(value) else _as_tuple(name, value)
+                object.__setattr__(self, name, value)
+        for callback in self.callbacks:
+            if not all(callable(getattr(callback, hook, None)) for hook in _CALLBACK_HOOKS):
+                raise TypeError(
+                    f"callbacks must be dlfund.Callback objects (subclass dlfund.Callback, or use "
+                    f"dlfund.LambdaCallback(on_epoch_end=...)); got {callback!r}"
+                )
+        if self.early_stopping is not None and not isinstance(self.early_stopping, EarlyStopping):
+            patience = self.early_stopping if type(self.early_stopping) is int and self.early_stopping > 0 else 5
+            raise TypeError(
+                f"early_stopping must be a dlfund.EarlyStopping or None, got {self.early_stopping!r}; e.g. "
+                f"early_stopping=dlfund.EarlyStopping(patience={patience})"
+            )
+
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
@@ -75,6 +96,17 @@ class FitConfig:
         """A copy with ``changes`` (names checked as in :meth:`of`)."""
         check_names(changes)
         return dataclasses.replace(self, **changes)
+
+
+_CALLBACK_HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end")
+
+
+def _as_tuple(name: str, value: Any) -> tuple[Any, ...]:
+    """``value`` (any iterable but a string) as a tuple; anything else is refused with the option named."""
+    try:
+        return tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a list or tuple, got {value!r}") from None
 
 
 def check_names(options: dict[str, Any], what: str = "fit option") -> None:
