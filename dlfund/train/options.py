@@ -62,9 +62,10 @@ class FitConfig:
         # report an unknown regularizer 'l'.
         for name in ("regularizers", "metrics", "callbacks"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, (str, Callback)) or not isinstance(value, (list, tuple))):
-                value = (value,) if isinstance(value, (str, Callback)) or callable(value) else _as_tuple(name, value)
-                object.__setattr__(self, name, value)
+            if value is None or isinstance(value, (list, tuple)):
+                continue
+            lone = isinstance(value, (str, Callback)) or callable(value)
+            object.__setattr__(self, name, (value,) if lone else _as_tuple(name, value))
         for callback in self.callbacks:
             if not all(callable(getattr(callback, hook, None)) for hook in _CALLBACK_HOOKS):
                 raise TypeError(
