@@ -1,6 +1,6 @@
 """Inference on many different example counts: ``dlfund.predict`` and ``dlfund.evaluate`` (which pad the count so
-that counts share compiled programs) next to the same compiled functions called on unpadded arrays (one program
-per count: what they did before).
+that counts share compiled programs) next to the same calls with the padding rule swapped for the one before it
+(no padding: one program per count).
 
 Workload: the README's small CNN (``dlfund.models.build("cnn", (8, 8, 1), 10)``), counts 1, 2, ..., 64 (each
 once, in order: a notebook that predicts on whatever it has), then the same counts again (all warm). The first
@@ -20,23 +20,12 @@ import numpy as np
 from flax import nnx
 
 
-def _unpadded_predict(model, x):
-    """The compiled prediction program on exactly ``len(x)`` rows (no padding): one program per count."""
+def _unpadded_rows(state, batch_size: int, num_examples: int) -> tuple[int, int]:
+    """The rule before padding: batches of ``min(batch_size, N)`` rows and no extra rows, so each count is a shape
+    of its own (swapped in for :func:`dlfund.train.evaluation.padded_rows`: everything else is the same call)."""
     from dlfund.train import evaluation
 
-    state = evaluation.eval_state(model)
-    batch = evaluation.eval_batch_size(state, evaluation.EVAL_BATCH_SIZE, len(x))
-    return np.asarray(evaluation.predict_arrays(state, x, batch_size=batch))
-
-
-def _unpadded_evaluate(model, x, y, metrics):
-    from dlfund import metrics as metrics_lib
-    from dlfund.train import evaluation
-
-    state = evaluation.eval_state(model)
-    batch = evaluation.eval_batch_size(state, evaluation.EVAL_BATCH_SIZE, len(x))
-    resolved = tuple(metrics_lib.get_metric(m, 10) for m in metrics)
-    return evaluation.evaluate_arrays(state, x, y, batch_size=batch, metrics=resolved)
+    return evaluation.eval_batch_size(state, batch_size, num_examples), num_examples
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,12 +47,11 @@ def main(argv: list[str] | None = None) -> None:
     metrics = ("loss", "accuracy")
     peers = {
         "dlfund.predict (padded)": lambda x, y: dlfund.predict(model, x),
-        "predict, unpadded": lambda x, y: _unpadded_predict(model, x),
+        "dlfund.predict, unpadded": lambda x, y: dlfund.predict(model, x),
         "dlfund.evaluate (padded)": lambda x, y: dlfund.evaluate(model, (x, y), metrics=metrics),
-        "evaluate, unpadded": lambda x, y: jax.block_until_ready(
-            _unpadded_evaluate(model, x, y.astype(np.int32), metrics)
-        ),
+        "dlfund.evaluate, unpadded": lambda x, y: dlfund.evaluate(model, (x, y), metrics=metrics),
     }
+    padded_rows = evaluation.padded_rows
     caches = {"predict": evaluation.predict_arrays, "evaluate": evaluation.evaluate_arrays}
     print(f"counts 1..{args.counts}, {jax.devices()[0].platform}, jax {jax.__version__}")
     print(f"{'peer':28s} {'first pass s':>12s} {'warm pass s':>12s} {'programs':>9s}")
@@ -71,12 +59,16 @@ def main(argv: list[str] | None = None) -> None:
         cache = caches["predict" if "predict" in name else "evaluate"]
         cache.clear_cache()  # no peer reuses another's programs
         before = cache._cache_size()
+        evaluation.padded_rows = _unpadded_rows if "unpadded" in name else padded_rows
         passes = []
-        for _ in range(2):
-            start = time.perf_counter()
-            for x, y in data.values():
-                call(x, y)
-            passes.append(time.perf_counter() - start)
+        try:
+            for _ in range(2):
+                start = time.perf_counter()
+                for x, y in data.values():
+                    call(x, y)
+                passes.append(time.perf_counter() - start)
+        finally:
+            evaluation.padded_rows = padded_rows
         print(f"{name:28s} {passes[0]:12.2f} {passes[1]:12.3f} {cache._cache_size() - before:9d}")
 
 

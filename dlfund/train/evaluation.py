@@ -144,8 +144,9 @@ def eval_batch_size(state: TrainState, batch_size: int, num_examples: int) -> in
 def padded_rows(state: TrainState, batch_size: int, num_examples: int) -> tuple[int, int]:
     """``(rows per batch, rows in all)`` for a call on ``num_examples`` host examples, padded so that few programs
     serve every count: below ``batch_size`` the count rounds up to a power of two (1024 rows: 11 programs), above
-    it to whole batches. A program compiles once per padded shape (0.3-0.5 s for a small CNN on 2 CPU cores,
-    against ~5 ms to run), so predicting on 3, 7 and 20 examples would otherwise compile three times."""
+    it to whole batches. A program compiles once per padded shape (~0.2-0.5 s for a small CNN on 2 CPU cores,
+    against ~5 ms to run), so predicting on 3, 7 and 20 examples would otherwise compile three times
+    (``python -m benchmarks.bench_inference``)."""
     batch = eval_batch_size(state, batch_size, min(batch_size, 1 << (num_examples - 1).bit_length()))
     return batch, math.ceil(num_examples / batch) * batch
 
