@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import warnings
 
@@ -159,6 +160,12 @@ def test_early_stopping_state_machine():
     assert not dlfund.EarlyStopping(monitor="val_loss").maximize
     jitted = jax.jit(stopper.update)(stopper.init(), jnp.float32(0.3), 1)  # pure: runs under jit
     assert int(jitted.best_epoch) == 1
+    # An infinite value is no improvement in either direction (a diverged loss of -inf is not the best epoch).
+    for monitor, infinite in (("val_loss", -math.inf), ("val_accuracy", math.inf)):
+        rule = dlfund.EarlyStopping(monitor=monitor, patience=5)
+        state = rule.update(rule.init(), 0.5, 1)
+        state = rule.update(state, infinite, 2)
+        assert int(state.best_epoch) == 1 and float(state.best) == 0.5 and int(state.wait) == 1
 
 
 @pytest.mark.parametrize(

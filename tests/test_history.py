@@ -50,6 +50,26 @@ def test_rows_given_to_the_constructor_round_trip_as_numbers(tmp_path):
     back = History.from_csv(tmp_path / "h.csv")
     assert back.rows == [{"epoch": 1, "loss": 0.5, "val_loss": 0.25}]
     assert History(rows) == back
+    assert type(back.rows[0]["epoch"]) is int  # 1 == 1.0 would hide an epoch read back as a float
+
+
+def test_a_missing_value_is_nan_and_the_best_epoch_skips_nan_as_numpy_does():
+    """A column an epoch did not record reads as NaN (not 0, which would look like a perfect loss); the best
+    epoch is NumPy's nanargmin/nanargmax over the column, one NaN epoch is not an error, an all-NaN column is."""
+    history = History(
+        [
+            {"epoch": 1, "loss": 0.9, "val_loss": math.nan, "val_accuracy": 0.5},
+            {"epoch": 2, "loss": 0.5, "val_accuracy": 0.7},
+            {"epoch": 3, "loss": 0.4, "val_loss": 0.3, "val_accuracy": 0.6},
+            {"epoch": 4, "loss": 0.3, "val_loss": 0.35, "val_accuracy": math.nan},
+        ]
+    )
+    np.testing.assert_array_equal(history["val_loss"], [math.nan, math.nan, 0.3, 0.35])
+    values = history["val_loss"]
+    assert history.best_epoch("val_loss") == history.rows[int(np.nanargmin(values))]["epoch"] == 3
+    assert history.best_epoch("val_accuracy", mode="max") == 2
+    with pytest.raises(ValueError, match="no finite value"):
+        History([{"epoch": 1, "val_loss": math.nan}]).best_epoch("val_loss")
 
 
 def test_plots(history, tmp_path):

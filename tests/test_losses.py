@@ -128,3 +128,39 @@ def test_losses_on_hand_computed_values():
     scores, binary = jnp.array([2.0, 0.5, -1.0, -3.0, 0.5]), jnp.array([1, 1, 1, 0, 0])
     np.testing.assert_allclose(losses.get("hinge")(scores, binary), [0.0, 0.5, 2.0, 0.0, 1.5])
     np.testing.assert_allclose(losses.get("perceptron")(scores, binary), [0.0, 0.0, 1.0, 0.0, 0.5])
+
+
+def test_a_score_of_exactly_zero_is_class_0_as_in_scikit_learn():
+    """Binary predictions are ``score > 0`` (scikit-learn's linear classifiers: ``decision_function > 0``); a
+    zero-initialized perceptron scores 0 everywhere. A custom loss with one output per example decides by sign
+    too, not by an argmax over one column (always class 0)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.array([[-1.0], [0.0], [1.0]])
+    oracle = LogisticRegression().fit([[-1.0], [1.0]], [0, 1])
+    oracle.coef_, oracle.intercept_ = np.array([[1.0]]), np.array([0.0])
+    expected = oracle.predict(x)
+    np.testing.assert_array_equal(expected, [0, 0, 1])
+    for name in ("binary_cross_entropy", "hinge", "perceptron"):
+        np.testing.assert_array_equal(losses.get(name).predict(jnp.asarray(x, jnp.float32)), expected)
+    custom = losses.get(lambda outputs, targets: jnp.zeros(outputs.shape[0]))
+    np.testing.assert_array_equal(custom.predict(jnp.asarray(x, jnp.float32)), expected)
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.5, 0.999])
+def test_label_smoothing_below_1_is_taken_and_its_description_rebuilds_the_same_loss(amount):
+    """[0, 1) is the range (1 would make every target uniform); the description (what config.json records) names
+    the amount, and the loss rebuilt from it has optax's values."""
+    loss = losses.get("softmax_cross_entropy", label_smoothing=amount)
+    described = loss.describe()
+    rebuilt = losses.get(described.pop("name"), **described)
+    logits = jax.random.normal(jax.random.key(0), (6, 4))
+    labels = jnp.array([0, 1, 2, 3, 0, 1])
+    expected = optax.softmax_cross_entropy(logits, optax.smooth_labels(jax.nn.one_hot(labels, 4), amount))
+    np.testing.assert_allclose(rebuilt(logits, labels), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss(logits, labels), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_label_smoothing_of_1_is_refused():
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\), got 1.0"):
+        losses.get("softmax_cross_entropy", label_smoothing=1.0)

@@ -185,6 +185,13 @@ def test_out_of_range_labels_under_jit_are_left_out_not_wrapped():
         jnp.array([0, -1, 2, 5]), jnp.array([0, 2, 2, 1])
     )
     np.testing.assert_array_equal(np.asarray(counts), [[1, 0, 0], [0, 0, 0], [0, 0, 1]])
+    # The same for a prediction out of range (a -1 would wrap onto the last column); scikit-learn on the rows
+    # where both are in range is the oracle.
+    true, pred = np.array([0, 1, 2, 2, 1]), np.array([0, -1, 2, 7, 1])
+    counts = jax.jit(lambda t, p: metrics.confusion_matrix(t, p, num_classes=3))(jnp.asarray(true), jnp.asarray(pred))
+    inside = (pred >= 0) & (pred < 3)
+    expected = skm.confusion_matrix(true[inside], pred[inside], labels=range(3))
+    np.testing.assert_array_equal(np.asarray(counts), expected)
 
 
 def test_accuracy_of_nothing_is_nan():

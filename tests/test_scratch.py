@@ -347,6 +347,23 @@ def library_mlp_and_logits(x):
     return model, model(x)
 
 
+def test_init_mlp_draws_lecun_normal_weights_and_zero_biases():
+    """The docstring's promise, variance 1/fan_in, against jax.nn.initializers.lecun_normal's own statistic (an
+    untruncated normal's std would be 1/sqrt(fan_in) too; a 1/fan_in scale would be 20x off at fan_in 400)."""
+    params = scratch.init_mlp(400, 300, 10, rng=0)
+    reference = jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal")(jax.random.key(0), (400, 300))
+    assert np.std(params["W1"]) == pytest.approx(float(np.std(reference)), rel=0.03)
+    assert np.std(params["W1"]) == pytest.approx(1 / math.sqrt(400), rel=0.03)
+    assert np.std(params["W2"]) == pytest.approx(1 / math.sqrt(300), rel=0.1)
+    assert not params["b1"].any() and not params["b2"].any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(hnp.arrays(np.float32, st.tuples(st.integers(1, 5), st.integers(1, 6)), elements=st.floats(-30, 30, width=32)))
+def test_softmax_matches_jax_over_the_last_axis(logits):
+    np.testing.assert_allclose(scratch.softmax(logits), jax.nn.softmax(logits, axis=-1), rtol=1e-5, atol=1e-7)
+
+
 def test_mlp_forward_with_the_weights_of_a_dlfund_mlp_matches_it():
     x = np.random.default_rng(0).standard_normal((B, D)).astype(np.float32)
     model, expected = library_mlp_and_logits(x)
