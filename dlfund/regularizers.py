@@ -54,7 +54,9 @@ class Penalty:
         return (self.coefficient if coefficient is None else coefficient) * total
 
     def describe(self) -> str:
-        return f"{self.name}:{self.coefficient:g}"
+        # repr: the shortest text that parses back to the same float (":g" kept 6 digits: 1.2345678e-4 came back
+        # as 1.23457e-4, another penalty on resume).
+        return f"{self.name}:{self.coefficient!r}"
 
 
 def L2(coefficient: float = 1e-4, mask: Mask = kernels_only) -> Penalty:
