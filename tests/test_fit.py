@@ -160,6 +160,14 @@ def test_early_stopping_state_machine():
     assert not dlfund.EarlyStopping(monitor="val_loss").maximize
     jitted = jax.jit(stopper.update)(stopper.init(), jnp.float32(0.3), 1)  # pure: runs under jit
     assert int(jitted.best_epoch) == 1
+    # An equal value is no improvement; min_delta and patience given to update (as the compiled loop passes them,
+    # values in its state) replace the rule's own.
+    rule = dlfund.EarlyStopping(monitor="val_loss", patience=5, min_delta=0.0)
+    state = rule.update(rule.init(), 0.5, 1)
+    assert int(rule.update(state, 0.5, 2).wait) == 1
+    assert int(rule.update(state, 0.45, 2).best_epoch) == 2
+    assert int(rule.update(state, 0.45, 2, min_delta=jnp.float32(0.1)).best_epoch) == 1
+    assert bool(rule.update(state, 0.6, 2, patience=jnp.int32(1)).stop)
     # An infinite value is no improvement in either direction (a diverged loss of -inf is not the best epoch).
     for monitor, infinite in (("val_loss", -math.inf), ("val_accuracy", math.inf)):
         rule = dlfund.EarlyStopping(monitor=monitor, patience=5)
