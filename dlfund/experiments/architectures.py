@@ -139,11 +139,15 @@ def _figure(rows: list[dict[str, Any]]):
     classifiers = [r for r in rows if "test accuracy (mean)" in r]
     means = [r["test accuracy (mean)"] for r in classifiers]
     spread = [[m - r["min"] for m, r in zip(means, classifiers)], [r["max"] - m for m, r in zip(means, classifiers)]]
+    targets = {(t.label, t.dataset): t.target for t in TRIALS}
     accuracy.bar(range(len(classifiers)), means, yerr=spread, capsize=3, color="C0")
-    accuracy.set_xticks(range(len(classifiers)), [f"{r['model']}\n{r['dataset']}" for r in classifiers], fontsize=8)
-    accuracy.axhline(0.95, color="grey", linestyle=":", label="target 0.95 (CNN: 0.98)")
+    for i, r in enumerate(classifiers):
+        label = "target" if i == 0 else None
+        accuracy.hlines(targets[r["model"], r["dataset"]], i - 0.45, i + 0.45, colors="k", linestyles=":", label=label)
+    names = [r["model"].replace(" (", "\n(") + "\n" + r["dataset"] for r in classifiers]
+    accuracy.set_xticks(range(len(classifiers)), names, fontsize=8)
     accuracy.set(ylim=(min([0.9, *means]) - 0.02, 1.0), ylabel="test accuracy (mean; bar: min-max over seeds)")
-    accuracy.legend(fontsize=8, loc="lower right")
+    accuracy.legend(fontsize=8, loc="upper right")
     forecasters = [r for r in rows if "ratio" in r]
     forecast.bar(range(len(forecasters)), [r["ratio"] for r in forecasters], color="C2")
     forecast.set_xticks(range(len(forecasters)), [r["model"] for r in forecasters])
