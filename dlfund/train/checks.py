@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from dlfund import _warnings
-from dlfund.losses import BINARY, MULTICLASS, REGRESSION, Loss
+from dlfund.losses import BINARY, MULTICLASS, REGRESSION, Loss, mse
 
 
 def as_split(name: str, split: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -162,8 +162,6 @@ def check_loss_fits_classes(loss: Loss, num_classes: int | None) -> None:
 def check_target_shape(name: str, target_shape: tuple[int, ...], loss: Loss, out_shape: tuple[int, ...]) -> None:
     """Mean squared error compares outputs and targets element by element: their per-example shapes must agree
     ([N] targets with one output per example are fine); checked before anything compiles."""
-    from dlfund.losses import mse
-
     if loss.fn is not mse:
         return
     targets, outputs = tuple(target_shape[1:]), tuple(out_shape[1:])
