@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 
 import nbformat
 from nbclient import NotebookClient
@@ -27,6 +28,8 @@ def test_the_colab_tpu_notebook_trains_on_8_devices(monkeypatch, tmp_path):
     assert "backend: cpu; devices: 8 (8 x cpu)" in text
     assert "devices: 8 parallelism: data" in text
     assert "on 8 devices, replicated: True" in text
+    gaps = re.findall(r"largest difference between 1 and 8 devices in (\w+): (\S+)", text)
+    assert [column for column, _ in gaps] == ["loss", "accuracy", "val_loss", "val_accuracy"]
     assert "does not split evenly over 8 devices" in text
     assert "one core holds (128, 1024)" in text
     assert "members on 8 devices" in text
