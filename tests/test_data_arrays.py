@@ -203,6 +203,9 @@ def test_image_folder_mixed_sizes_need_image_size(tmp_path):
     assert ds.input_shape == (3, 7, 1)
     assert len(ds.train[1]) == 6
     assert image_folder(root, image_size=8, val_fraction=0.0).input_shape == (8, 8, 1)
+    # a NumPy integer is a side length like a Python int (read from an array or a config file)
+    assert image_folder(root, image_size=np.int64(8), val_fraction=0.0).input_shape == (8, 8, 1)
+    assert image_folder(root, image_size=(np.int32(3), 7), val_fraction=0.0).input_shape == (3, 7, 1)
 
 
 def test_image_folder_rejects_bad_layouts_with_a_clear_message(tmp_path, pets):
@@ -220,7 +223,7 @@ def test_image_folder_rejects_bad_layouts_with_a_clear_message(tmp_path, pets):
     with pytest.raises(ValueError, match=r"cannot read .*broken\.png"):
         image_folder(pets)
     (pets / "dog" / "broken.png").unlink()
-    for bad in (0, (4,), (4, -1), "4x6", (4.0, 6)):
+    for bad in (0, (4,), (4, -1), "4x6", (4.0, 6), 8.0, True, np.int64(-3)):
         with pytest.raises(ValueError, match="image_size must be"):
             image_folder(pets, image_size=bad)
 

@@ -164,7 +164,14 @@ def _read(file: Path, grey: bool, size: tuple[int, int] | None) -> np.ndarray:
 def _check_size(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     if image_size is None:
         return None
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    # A NumPy integer (image_size=np.int64(8), read from an array or a config) is one side, like a Python int.
+    if isinstance(image_size, (int, np.integer)):
+        size = (image_size, image_size)
+    else:
+        try:
+            size = tuple(image_size)
+        except TypeError:  # a float or another scalar that is not a side length
+            size = ()
     if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size):
         raise ValueError(f"image_size must be a positive int or (height, width) of positive ints, got {image_size!r}")
     return int(size[0]), int(size[1])
