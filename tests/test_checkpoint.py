@@ -128,3 +128,18 @@ def test_a_sound_checkpoint_that_does_not_fit_is_an_error_not_damage(tmp_path):
     with CheckpointStore(tmp_path) as store, pytest.raises(CheckpointError, match="does not fit"):
         store.restore_latest(other)
     assert sorted(os.listdir(tmp_path)) == ["1"]  # nothing set aside
+
+
+def test_a_checkpoint_restores_into_the_targets_dtype(tmp_path):
+    # Orbax casts stored arrays to the target's dtype, which is why _check_fits compares shapes only: float32
+    # weights restore into a bfloat16 model (rounded to it), and an int32 array into an int32 target unchanged.
+    import jax.numpy as jnp
+
+    with CheckpointStore(tmp_path) as store:
+        store.save(1, items(1.0), {"epoch": 1})
+    half = {"model": {"w": np.zeros((64, 32), jnp.bfloat16), "b": np.zeros(3, np.int32)}}
+    with CheckpointStore(tmp_path) as store:
+        restored, _ = store.restore(1, half)
+    assert restored["model"]["w"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(restored["model"]["w"]), (NOISE + 1.0).astype(jnp.bfloat16))
+    np.testing.assert_array_equal(restored["model"]["b"], np.arange(3))
