@@ -186,7 +186,6 @@ def _evaluate(model, split, config: TrainConfig, ds) -> dict[str, Any]:
 def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, data_dir: str | None = None):
     """Trains (or resumes) the run described by ``config`` in ``run_dir``; writes metrics.json."""
     import dlfund
-    from dlfund import io as io_lib
 
     if config.val_fraction == 0 and config.patience > 0:
         raise ValueError("--val-fraction 0 leaves no validation split for early stopping; add --patience 0")
@@ -208,26 +207,44 @@ def _fit(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, da
         run_info={"cli": {**config.to_dict(), "run_dir": str(run_dir)}, "dataset": _dataset_info(ds)},
     )
     result = dlfund.fit(model, ds, **options.as_kwargs())
-    test, binary = _evaluation(result.model, ds.test, config, ds)
-    metrics = {
-        "test": test,
+    outcome = {
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "stop_reason": result.stop_reason,
         "train_seconds": round(sum(result.epoch_seconds), 3),
     }
+    try:
+        return _write_test_evaluation(result.model, config, ds, run_dir, outcome)
+    except KeyboardInterrupt:
+        # result.json is written (training is over), metrics.json not yet: resume writes it, and says so.
+        raise KeyboardInterrupt(
+            f"training finished ({len(result.history)} epochs); interrupted while evaluating it on the test split. "
+            f"`dlfund resume {run_dir}` writes the evaluation ({METRICS_FILE} and the figures)"
+        ) from None
+
+
+def _write_test_evaluation(model, config: TrainConfig, ds, run_dir: Path, outcome: dict[str, Any]) -> dict[str, Any]:
+    """Evaluates a trained run's model on the test split; process 0 writes ``metrics.json`` (the test metrics and
+    ``outcome``: best_epoch, epochs_run, stop_reason, train_seconds) and the figures, and prints the summary."""
+    import jax
+
+    import dlfund
+    from dlfund import io as io_lib
+
+    test, binary = _evaluation(model, ds.test, config, ds)
+    metrics = {"test": test, **outcome}
     if ds.num_classes is None:
         # A one-series forecasting task (e.g. sines): report the naive baseline next to the model.
         with contextlib.suppress(ValueError):
             metrics["test"]["persistence_mse"] = dlfund.data.persistence_mse(ds)
-    if main:
+    if jax.process_index() == 0:
         io_lib.write_json(run_dir / METRICS_FILE, metrics)
         figures = []
         if "confusion_matrix" in test:
             figures = write_evaluation_figures(
                 run_dir, test["confusion_matrix"], class_names=ds.class_names, y_true=ds.test[1], binary=binary
             )
-        print(_summary(run_dir, test, result, figures), flush=True)
+        print(_summary(run_dir, metrics, figures), flush=True)
     return metrics
 
 
@@ -392,11 +409,15 @@ def resume(args: ResumeArgs) -> dict[str, Any] | None:
         done = outcome["epochs_run"]
         stopped = f", stopped: {outcome['stop_reason']}" if outcome.get("stop_reason") else ""
         if args.epochs is None or args.epochs <= done:
-            print(
-                f"{run_dir} is finished ({done} of {outcome['epochs']} epochs{stopped}); nothing to resume. "
-                f"To train it longer: dlfund resume {run_dir} --epochs N (N > {done})",
-                flush=True,
+            if not (run_dir / METRICS_FILE).exists():
+                return _complete_evaluation(run_dir, config, outcome, args.data_dir)
+            longer = (
+                "It stopped before its last epoch, so it is not extended: start a new run (dlfund train ...) "
+                "with the settings you want"
+                if outcome.get("stop_reason")
+                else f"To train it longer: dlfund resume {run_dir} --epochs N (N > {done})"
             )
+            print(f"{run_dir} is finished ({done} of {outcome['epochs']} epochs{stopped}); nothing to resume. {longer}")
             return None
         if outcome.get("stop_reason"):
             raise ValueError(
@@ -408,6 +429,28 @@ def resume(args: ResumeArgs) -> dict[str, Any] | None:
             print(_extension_note(recorded_fit, args.epochs), flush=True)
         config = dataclasses.replace(config, epochs=args.epochs)
     return _fit(config, run_dir, resume=True, progress=args.progress, data_dir=args.data_dir)
+
+
+def _complete_evaluation(run_dir: Path, config: TrainConfig, outcome: dict[str, Any], data_dir: str | None):
+    """A run that finished training but was stopped (Ctrl-C, kill) before ``dlfund train`` wrote its test
+    evaluation: evaluates its final model and writes ``metrics.json`` and the figures."""
+    import jax
+
+    import dlfund
+
+    if jax.process_count() > 1:
+        raise ValueError(
+            f"{run_dir} finished training but has no {METRICS_FILE}: write it with `dlfund resume {run_dir}` in "
+            "one process (the evaluation of a finished run needs no other processes)"
+        )
+    print(
+        f"{run_dir} finished training ({outcome['epochs_run']} epochs) but its test evaluation was not written "
+        "(stopped while evaluating); writing it now",
+        flush=True,
+    )
+    ds = _load_dataset(config, data_dir)
+    keys = ("best_epoch", "epochs_run", "stop_reason", "train_seconds")
+    return _write_test_evaluation(dlfund.load_model(run_dir), config, ds, run_dir, {k: outcome.get(k) for k in keys})
 
 
 def evaluate(args: EvaluateArgs) -> dict[str, Any]:
@@ -529,12 +572,12 @@ def predict(args: PredictArgs) -> list[dict[str, Any]]:
     return rows
 
 
-def _summary(run_dir: Path, test: dict[str, Any], result, figures: list[str]) -> str:
+def _summary(run_dir: Path, metrics: dict[str, Any], figures: list[str]) -> str:
     files = ", ".join(["metrics.json", "loss_curve.png", *figures, "weights.safetensors", "checkpoints/"])
     lines = [
-        f"epochs: {len(result.history)} (best {result.best_epoch})"
-        + (f"; {result.stop_reason}" if result.stop_reason else ""),
-        _scores_line("test", test),
+        f"epochs: {metrics['epochs_run']} (best {metrics['best_epoch']})"
+        + (f"; {metrics['stop_reason']}" if metrics["stop_reason"] else ""),
+        _scores_line("test", metrics["test"]),
         f"written to {run_dir}: {files}",
     ]
     return "\n".join(lines)
@@ -602,8 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as interrupt:
         print(f"\n{prog}: {interrupt.message(f'`dlfund resume {interrupt.run_dir}`')}", file=sys.stderr)
         return _failed(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"\n{prog}: {interrupt or 'interrupted'}", file=sys.stderr)
         return _failed(EXIT_INTERRUPTED)
     except (ValueError, FileNotFoundError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)

@@ -171,6 +171,44 @@ def test_an_early_stopped_run_is_not_extended(tmp_path, capsys):
     (run_dir / "config.json").write_text(json.dumps(config))
     assert cli.main(["resume", str(run_dir), "--epochs", "20"]) == 2
     assert "cannot be extended" in capsys.readouterr().err
+    (run_dir / "metrics.json").write_text("{}")  # as if dlfund train had evaluated it
+    assert cli.main(["resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "is finished (2 of 10 epochs, stopped: early stopping" in out and "is not extended" in out
+    assert "--epochs N" not in out  # no advice that the next command refuses
+
+
+def test_resume_writes_the_evaluation_that_an_interrupt_kept_a_finished_run_from_writing(tmp_path, capsys, monkeypatch):
+    """result.json is written when training ends, metrics.json after the test evaluation: a Ctrl-C (or a kill)
+    in between leaves a finished run without its evaluation, which resume writes instead of calling it done."""
+    run_dir = tmp_path / "run"
+    args = ["train", "--epochs", "2", "--hidden", "16", "--patience", "0", "--no-progress", "--run-dir", str(run_dir)]
+    evaluation = cli._evaluation
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_evaluation", interrupted)
+    assert cli.main(args) == cli.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "training finished (2 epochs); interrupted while evaluating" in err and f"dlfund resume {run_dir}" in err
+    assert (run_dir / "result.json").exists() and not (run_dir / "metrics.json").exists()
+    monkeypatch.setattr(cli, "_evaluation", evaluation)
+    assert cli.main(["resume", str(run_dir), "--no-progress"]) == 0
+    assert "its test evaluation was not written" in capsys.readouterr().out
+    written = json.loads((run_dir / "metrics.json").read_text())
+    assert (run_dir / "confusion_matrix.png").exists()
+    # The same numbers as a run that was not interrupted, and the outcome of the training that did finish.
+    assert cli.main([*args[:-1], str(tmp_path / "straight")]) == 0
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert written["test"] == straight["test"]
+    outcome = json.loads((run_dir / "result.json").read_text())
+    assert {k: written[k] for k in ("best_epoch", "epochs_run", "stop_reason", "train_seconds")} == {
+        k: outcome[k] for k in ("best_epoch", "epochs_run", "stop_reason", "train_seconds")
+    }
+    capsys.readouterr()
+    assert cli.main(["resume", str(run_dir)]) == 0  # now complete: finished, nothing to do
+    assert "nothing to resume" in capsys.readouterr().out
 
 
 def test_resume_with_fewer_epochs_than_done_is_refused_before_anything_is_written(tmp_path):

@@ -786,6 +786,8 @@ def _train(
                 "best_epoch": best_epoch,
                 "restored_best": best is not None,
                 "stop_reason": stop_reason,
+                # this call's training time (a resumed run's earlier sessions are not counted)
+                "train_seconds": round(sum(epoch_seconds), 3),
             }
             try:
                 with guard.protect(then_raise=False):
