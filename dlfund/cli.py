@@ -341,15 +341,23 @@ def _record(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} is not a dlfund run folder (no {CONFIG_FILE})")
-    return json.loads(path.read_text())
+    from dlfund import io as io_lib
+
+    return io_lib.read_json(path)
 
 
-def _run_config(run_dir: str | Path) -> TrainConfig:
+def _run_config(run_dir: str | Path, *, evaluating: bool = False) -> TrainConfig:
     from dlfund.train.run import refuse_sweep_folder
 
     record = _record(run_dir)
     refuse_sweep_folder(run_dir, record)
     recorded = record.get("cli")
+    if recorded is None and evaluating:
+        raise ValueError(
+            f"{run_dir} was written by dlfund.fit from Python, not by 'dlfund train', so the command line does not "
+            "know the data it was trained on; evaluate it from Python: dlfund.load_run(DIR).evaluate(x_raw, y) "
+            "(`dlfund predict DIR INPUT` works on it)"
+        )
     if recorded is None:
         raise ValueError(
             f"{run_dir} was written by dlfund.fit from Python, not by 'dlfund train'; resume it with "
@@ -457,7 +465,7 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
     """Evaluates the run's model (final weights, or the newest checkpoint) on a split of its dataset."""
     import dlfund
 
-    config = _run_config(args.run_dir)
+    config = _run_config(args.run_dir, evaluating=True)
     ds = _load_dataset(config, args.data_dir)
     splits = ds.splits()
     if args.split not in splits:
@@ -515,7 +523,14 @@ def _read_inputs(path: Path, run) -> tuple[Any, list[str]]:
         raise ValueError(f"INPUT must be a .npy file or a folder of images, got {path}")
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    x = np.load(path, allow_pickle=False)
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        # numpy's message for any file that is not an array (a text file, say) speaks of pickled data
+        detail = "" if "pickle" in str(error) else f": {error}"
+        raise ValueError(f"{path} is not a NumPy array file (write one with numpy.save){detail}") from None
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
+        raise ValueError(f"{path} holds {x.dtype} values; the model's inputs are real numbers")
     if tuple(x.shape) == tuple(run.input_shape):
         x = x[None]  # one example
     return x, [str(i) for i in range(len(x))]
@@ -531,6 +546,10 @@ def predict(args: PredictArgs) -> list[dict[str, Any]]:
     from dlfund import io as io_lib
     from dlfund.train.saved_run import top_probabilities
 
+    if args.show < 0:
+        raise ValueError(f"--show must be >= 0 (rows to print), got {args.show}")
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give a file name, e.g. {Path(args.out) / 'predictions.csv'}")
     run = dlfund.load_run(args.run_dir)
     x, labels = _read_inputs(Path(args.input), run)
     rows: list[dict[str, Any]] = []
@@ -651,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return _failed(2)
+    except OSError as error:  # a folder where a file goes, a read-only or full disk: the message says which
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return _failed(1)
     except BaseException:
         _failed(1, traceback=True)
         raise

@@ -210,9 +210,15 @@ class TrainConfig:
         if not text.strip():
             values = {}
         elif path.suffix == ".json":
-            values = json.loads(text)
+            try:
+                values = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} is not valid JSON: {error}") from None
         else:
-            values = yaml.safe_load(text)
+            try:
+                values = yaml.safe_load(text)
+            except yaml.YAMLError as error:
+                raise ValueError(f"{path} is not valid YAML: {error}") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a config file holds key: value pairs, got {type(values).__name__}")
         values = {k.replace("-", "_"): v for k, v in values.items()}

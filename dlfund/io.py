@@ -61,6 +61,20 @@ def write_with(path: str | os.PathLike, writer: Callable[[IO], None], mode: str 
         writer(f)
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in ``path``; a damaged file raises ValueError naming it (json's own message names no file).
+
+    Raises:
+      FileNotFoundError: there is no such file.
+      ValueError: the file is not valid JSON (e.g. cut short, or edited by hand).
+    """
+    text = Path(path).read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is damaged or not JSON: {error}") from None
+
+
 def _jsonable(obj: Any) -> Any:
     # NumPy/JAX scalars and arrays, tuples of them, paths: what configs and metrics contain.
     if hasattr(obj, "tolist"):

@@ -97,6 +97,18 @@ def save_weights(path: str | os.PathLike, model: nnx.Module) -> str:
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no weights file {os.fspath(path)}")
+    try:
+        return _read_file(path)
+    except Exception as error:  # safetensors' and zipfile's errors for a cut-short file name no file
+        raise ValueError(
+            f"cannot read the weights file {os.fspath(path)}: it is damaged (cut short?) or not a "
+            f"{_suffix(path)} file ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _read_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if _suffix(path) == ".safetensors":
         from safetensors import safe_open
 

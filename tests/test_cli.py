@@ -264,3 +264,18 @@ def test_resume_of_a_finished_sweep_folder_trains_nothing(tmp_path, capsys):
         assert "is the folder of a sweep, not of one run" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"members/<k>/weights\.safetensors"):
         dlfund.load_model(out)
+
+
+def test_a_config_file_that_does_not_parse_is_named(tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text("epochs: [1,\n")
+    (tmp_path / "run.json").write_text('{"epochs": 1,')
+    for name, kind in (("run.yaml", "YAML"), ("run.json", "JSON")):
+        assert cli.main(["train", "--config", str(tmp_path / name)]) == 2
+        assert f"{tmp_path / name} is not valid {kind}" in capsys.readouterr().err
+
+
+def test_a_run_folder_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    code = cli.main(["train", "--epochs", "1", "--run-dir", str(tmp_path / "taken"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot write the run folder" in err and "Traceback" not in err

@@ -238,3 +238,51 @@ def test_calls_on_different_counts_share_programs_and_the_padding_counts_nowhere
     assert evaluation.padded_rows(evaluation.eval_state(model), 4, 9) == (4, 12)
     assert evaluation.padded_rows(evaluation.eval_state(model), 1024, 600) == (1024, 1024)
     assert evaluation.padded_rows(evaluation.eval_state(model), 1024, 3) == (4, 4)
+
+
+def test_cli_predict_refuses_bad_inputs_with_a_message_that_names_the_problem(digits_run, tmp_path, capsys):
+    run_dir = digits_run[0]
+    x = raw_digits()[0][:3].astype(np.float32)
+    nan = x.copy()
+    nan[2, 4, 4, 0] = np.nan
+    cases = {
+        "letters.npy": (np.full((3, 8, 8, 1), "a"), "holds <U1 values; the model's inputs are real numbers"),
+        "complex.npy": (x.astype(np.complex64), "holds complex64 values"),
+        "nan.npy": (nan, "NaN or infinite values in 1 of 3 examples (the first is example 2)"),
+    }
+    for name, (array, message) in cases.items():
+        np.save(tmp_path / name, array)
+        assert cli.main(["predict", str(run_dir), str(tmp_path / name)]) == 2, name
+        assert message in capsys.readouterr().err, name
+    (tmp_path / "text.npy").write_text("0 1 2\n")
+    assert cli.main(["predict", str(run_dir), str(tmp_path / "text.npy")]) == 2
+    assert "text.npy is not a NumPy array file (write one with numpy.save)" in capsys.readouterr().err
+    np.save(tmp_path / "x.npy", x)
+    for flags, message in [(["--out", str(tmp_path)], "is a folder; give a file name"), (["--show", "-1"], "--show")]:
+        assert cli.main(["predict", str(run_dir), str(tmp_path / "x.npy"), *flags]) == 2
+        assert message in capsys.readouterr().err
+    # the Python API refuses the same values (load_run(...).predict would give NaN probabilities)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        dlfund.load_run(run_dir).predict(np.where(np.isnan(nan), np.inf, nan))
+    with pytest.raises(TypeError, match="real numbers"):
+        dlfund.load_run(run_dir).predict(x.astype(np.complex64))
+
+
+def test_cli_names_a_damaged_weights_file_and_the_run_that_it_cannot_evaluate(digits_run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(digits_run[0], copy)
+    np.save(tmp_path / "x.npy", raw_digits()[0][:2])
+    # evaluate needs the dataset, which only `dlfund train` records: a run of dlfund.fit gets told what works
+    assert cli.main(["evaluate", str(copy)]) == 2
+    assert "written by dlfund.fit from Python" in capsys.readouterr().err
+    result = (copy / "result.json").read_text()
+    (copy / "result.json").write_text(result[:20])  # edited by hand, or cut short
+    assert cli.main(["predict", str(copy), str(tmp_path / "x.npy")]) == 2
+    assert f"{copy / 'result.json'} is damaged or not JSON" in capsys.readouterr().err
+    (copy / "result.json").write_text(result)
+    weights = copy / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:300])  # cut short, as by a full disk
+    assert cli.main(["predict", str(copy), str(tmp_path / "x.npy")]) == 2
+    assert f"cannot read the weights file {weights}: it is damaged" in capsys.readouterr().err

@@ -488,7 +488,7 @@ def read_outcome(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """``result.json`` of a finished run (epochs run, best epoch, restored or not, stop reason); None if the run
     in ``run_dir`` has not finished."""
     path = Path(run_dir) / RESULT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return io_lib.read_json(path) if path.is_file() else None
 
 
 def _tag(column: str) -> str:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dlfund import io as io_lib
 from dlfund import losses as losses_lib
 from dlfund.data.dataset import Normalization
 from dlfund.history import History
@@ -70,7 +71,9 @@ class Run:
         """Raw inputs [N, *input_shape] -> the model's inputs (float32, same shape), by the recorded normalization.
 
         Raises:
-          ValueError: examples of another shape; a single example (no batch axis) is told to use ``x[None]``.
+          ValueError: examples of another shape (a single example, without the batch axis, is told to use
+            ``x[None]``); NaN or infinite values, whose predictions would be NaN.
+          TypeError: inputs that are not real numbers (strings, objects, complex numbers).
         """
         x_raw = np.asarray(x_raw)
         shape = tuple(self.input_shape)
@@ -86,8 +89,14 @@ class Run:
             )
         if len(x_raw) == 0:
             raise ValueError("x holds no examples (shape [0, ...]); there is nothing to predict")
-        if not (np.issubdtype(x_raw.dtype, np.number) or x_raw.dtype == np.bool_):
-            raise TypeError(f"inputs must be numeric, got dtype {x_raw.dtype}")
+        if not (np.issubdtype(x_raw.dtype, np.number) or x_raw.dtype == np.bool_) or np.iscomplexobj(x_raw):
+            raise TypeError(f"inputs must be real numbers, got dtype {x_raw.dtype}")
+        if np.issubdtype(x_raw.dtype, np.floating) and not np.isfinite(x_raw).all():
+            bad = ~np.isfinite(x_raw.reshape(len(x_raw), -1)).all(axis=1)
+            raise ValueError(
+                f"x holds NaN or infinite values in {int(bad.sum())} of {len(x_raw)} examples (the first is example "
+                f"{int(np.argmax(bad))}); a model's prediction for them is NaN, so they are refused: fill or drop them"
+            )
         if self.normalization is None:
             return x_raw.astype(np.float32, copy=False)
         return self.normalization.apply(x_raw)
@@ -145,7 +154,7 @@ class Run:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return io_lib.read_json(path) if path.is_file() else None
 
 
 def _history(path: Path) -> History:
