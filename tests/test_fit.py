@@ -444,3 +444,33 @@ def test_every_callback_sees_the_epoch_in_which_another_asks_to_stop(blobs):
     logger = dlfund.LambdaCallback(on_epoch_end=lambda epoch, logs, state: seen.append(epoch))
     quiet_fit(small_mlp(), blobs[0], epochs=5, callbacks=(stopper, logger))
     assert seen == [1, 2]
+
+
+def test_the_progress_bar_shows_each_epochs_own_metrics(blobs, monkeypatch):
+    """Several epochs run in one compiled call and report as they end: when the bar reaches epoch k, the numbers
+    beside it are epoch k's (they were epoch k-1's while the call ran)."""
+    import importlib
+
+    fit_module = importlib.import_module("dlfund.train.fit")  # the module, not dlfund.train's fit function
+    shown = []
+
+    class RecordingBar:
+        def __init__(self, *args, initial=0, **kwargs):
+            self.n, self.postfix = initial, {}
+
+        def set_postfix(self, postfix, refresh=True):
+            self.postfix = dict(postfix)
+
+        def update(self, steps):
+            self.n += steps
+            if steps:
+                shown.append((self.n, self.postfix.get("loss")))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(fit_module, "tqdm", RecordingBar)
+    train, val = blobs
+    result = dlfund.fit(small_mlp(), train, validation_data=val, epochs=4, batch_size=16, execution="scan")
+    assert [n for n, _ in shown] == [1, 2, 3, 4]
+    assert [loss for _, loss in shown] == [f"{v:.4g}" for v in result.history["loss"]]

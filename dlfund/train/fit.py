@@ -676,7 +676,10 @@ def _train(
     with guard.installed():
         try:
             if program.report:
-                loop_lib.report_to(lambda epoch, row: bar.update(max(0, epoch - bar.n)))
+                # Epochs inside one compiled call report as they end: the bar moves, with that epoch's numbers.
+                loop_lib.report_to(
+                    lambda epoch, row: _show_epoch(bar, epoch, dict(zip(program.columns, np.asarray(row).tolist())))
+                )
             # Seconds per epoch: from an earlier fit of the same program and data shape (a re-run notebook cell),
             # then measured on this fit's calls (the first call of a new program includes compiling).
             timing_key = (program, strategy, tuple(np.shape(train[0])) if strategy == "scan" else None)
@@ -714,10 +717,7 @@ def _train(
                     last = i == ran - 1
                     if last and bool(loop.stopped):
                         stop_reason = _early_stop_message(early_stopping, loop.stopper)
-                    bar.update(done - bar.n)
-                    bar.set_postfix(
-                        {k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "learning_rate")}, refresh=False
-                    )
+                    _show_epoch(bar, done, row)
                     # Recorded before the callbacks run, so that a callback that raises leaves this epoch on disk.
                     # Calls end at checkpoint epochs, so only a call's last epoch may be saved: with its state.
                     with guard.protect():
@@ -798,6 +798,14 @@ def _train(
         for callback in callbacks:
             callback.on_train_end(fit_result)
         return fit_result
+
+
+def _show_epoch(bar, epoch: int, row: dict[str, Any]) -> None:
+    """Moves the progress bar to ``epoch`` (if it is not there yet) with that epoch's metrics beside it."""
+    if epoch <= bar.n:
+        return  # reported already while its compiled call ran (or a halted epoch, which did not count)
+    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("epoch", "learning_rate")}, refresh=False)
+    bar.update(epoch - bar.n)
 
 
 def _val_batch_size(val, layout: Layout | None = None) -> int:
