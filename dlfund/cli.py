@@ -471,6 +471,7 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
     if args.split not in splits:
         raise ValueError(f"unknown split {args.split!r}; the dataset has {', '.join(splits)}")
     x, y = splits[args.split]
+    _note_unfinished(args.run_dir)
     metrics = _evaluate(dlfund.load_model(args.run_dir), (x, y), config, ds)
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -483,6 +484,22 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
         print()
         print(dlfund.metrics.ClassificationReport(metrics["per_class"]))
     return metrics
+
+
+def _note_unfinished(run_dir: str | Path) -> None:
+    """Says on stderr (stdout may be JSON or a table) that an unfinished run's model is its newest checkpoint."""
+    from dlfund.train.interrupts import newest_checkpoint
+    from dlfund.train.run import WEIGHTS_FILE
+
+    if read_outcome(run_dir) is None and not (Path(run_dir) / WEIGHTS_FILE).exists():
+        epoch = newest_checkpoint(run_dir)
+        if epoch is not None:
+            print(
+                f"{run_dir} is unfinished: using its newest checkpoint, of epoch {epoch} (`dlfund resume {run_dir}` "
+                "finishes the run)",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _scores_line(label: str, metrics: dict[str, Any]) -> str:
@@ -551,6 +568,7 @@ def predict(args: PredictArgs) -> list[dict[str, Any]]:
     if args.out and Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder; give a file name, e.g. {Path(args.out) / 'predictions.csv'}")
     run = dlfund.load_run(args.run_dir)
+    _note_unfinished(args.run_dir)
     x, labels = _read_inputs(Path(args.input), run)
     rows: list[dict[str, Any]] = []
     if run.num_classes is None:

@@ -124,10 +124,10 @@ def save_history_plots(
     _draw_pair(ax, history, "loss", "loss")
     ax.set_title("loss")
     loss_fig.tight_layout()
-    written.append(_save(loss_fig, directory / "loss_curve.png"))
+    written.append(_save(loss_fig, directory / LOSS_FIGURE))
     names = list(metric_names(history) if metrics is None else metrics)
     if names:
-        written.append(_save(history_figure(history, metrics=names), directory / "metrics.png"))
+        written.append(_save(history_figure(history, metrics=names), directory / METRICS_FIGURE))
     return written
 
 
@@ -144,6 +144,8 @@ def _save(fig: Figure, path: Path) -> str:
 NORMALIZE: tuple[str | None, ...] = (None, "true", "pred", "all")
 
 #: The file names of a run folder's evaluation figures.
+LOSS_FIGURE = "loss_curve.png"
+METRICS_FIGURE = "metrics.png"
 CONFUSION_FIGURE = "confusion_matrix.png"
 ROC_FIGURE = "roc_curve.png"
 PR_FIGURE = "precision_recall_curve.png"

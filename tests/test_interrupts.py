@@ -26,7 +26,7 @@ AS_FROM_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default
 CLI = f"{AS_FROM_A_TERMINAL}; import sys; from dlfund.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def test_ctrl_c_in_dlfund_train_exits_130_quietly_and_the_run_resumes(tmp_path):
+def test_ctrl_c_in_dlfund_train_exits_130_quietly_and_the_run_resumes(tmp_path, capsys):
     run_dir = tmp_path / "run"
     command = [sys.executable, "-c", CLI, "train", "--epochs", "400", "--patience", "0", "--hidden", "16"]
     process = subprocess.Popen(
@@ -50,6 +50,10 @@ def test_ctrl_c_in_dlfund_train_exits_130_quietly_and_the_run_resumes(tmp_path):
     checkpoints = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
     assert checkpoints and checkpoints[-1] == done  # the checkpoint that was pending was finished
     assert not (run_dir / "result.json").exists()  # not a finished run
+    # evaluate reads the newest checkpoint, and says so beside its JSON
+    assert cli.main(["evaluate", str(run_dir), "--json"]) == 0
+    evaluated = capsys.readouterr()
+    assert f"using its newest checkpoint, of epoch {done}" in evaluated.err and json.loads(evaluated.out)["accuracy"]
     # The same run continues (shortened so the test stays quick) and finishes.
     assert cli.main(["resume", str(run_dir), "--epochs", str(done + 1), "--no-progress"]) == 0
     assert json.loads((run_dir / "result.json").read_text())["epochs_run"] == done + 1
@@ -261,13 +265,15 @@ def test_an_interrupted_extension_leaves_a_folder_that_describes_its_newest_chec
     settings = dict(progress=False, run_dir=run_dir, schedule="constant", checkpoint_every=2)
     dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=2, **settings)
     assert (run_dir / "weights.safetensors").exists() and (run_dir / "result.json").exists()
+    assert (run_dir / "loss_curve.png").exists()
     (run_dir / "metrics.json").write_text("{}")  # as dlfund train would have written
     model = dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0))
     with pytest.raises(dlfund.TrainingInterrupted) as interrupt:
         dlfund.fit(model, (x, y), epochs=8, resume=True, callbacks=(InterruptAt(5),), **settings)
     assert (interrupt.value.epochs_done, interrupt.value.checkpoint_epoch) == (5, 4)
     # The files of the earlier end are gone: they described the epoch-2 model.
-    assert not any((run_dir / name).exists() for name in ("weights.safetensors", "result.json", "metrics.json"))
+    ends = ("weights.safetensors", "result.json", "metrics.json", "loss_curve.png")  # the curve stopped at 2
+    assert not any((run_dir / name).exists() for name in ends)
     run = dlfund.load_run(run_dir)
     newest = dlfund.load_model(run_dir / "checkpoints" / "4")
     np.testing.assert_array_equal(dlfund.predict(run.model, x), dlfund.predict(newest, x))

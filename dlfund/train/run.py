@@ -48,6 +48,8 @@ RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.json"
 #: The figures of a run's evaluation (``dlfund train``): they describe the model of the run's end.
 EVALUATION_FIGURES = (plotting.CONFUSION_FIGURE, plotting.ROC_FIGURE, plotting.PR_FIGURE)
+#: The training curves, drawn when a run ends (the history files hold every epoch as it ends).
+HISTORY_FIGURES = (plotting.LOSS_FIGURE, plotting.METRICS_FIGURE)
 
 
 class RunDirectoryError(OSError):
@@ -298,9 +300,9 @@ class RunRecorder:
 
     def _open_outputs(self, epochs_done: int) -> None:
         # A resumed run is unfinished until it ends again: the files of an earlier end (its outcome, final
-        # weights, test metrics) would describe another model than the checkpoint it continues from, so they go;
-        # load_model then reads the newest checkpoint, and this run's end writes them anew.
-        for name in (RESULT_FILE, WEIGHTS_FILE, METRICS_FILE, *EVALUATION_FIGURES):
+        # weights, test metrics, curves) would describe another model than the checkpoint it continues from, so
+        # they go; load_model then reads the newest checkpoint, and this run's end writes them anew.
+        for name in (RESULT_FILE, WEIGHTS_FILE, METRICS_FILE, *EVALUATION_FIGURES, *HISTORY_FIGURES):
             (self.run_dir / name).unlink(missing_ok=True)
         io_lib.write_json(self.run_dir / CONFIG_FILE, {"fit": self.config, **self.extra, "environment": environment()})
         # The history is the checkpoint's: epochs logged after the last checkpoint are redone, so drop them.
@@ -565,7 +567,7 @@ def load_model(path: str | os.PathLike):
         model = _rebuild({"class": header.get("model"), "config": header.get("config")}, str(path))
         load_weights(path, model)
     elif (path / CONFIG_FILE).is_file():
-        record = json.loads((path / CONFIG_FILE).read_text())
+        record = io_lib.read_json(path / CONFIG_FILE)
         refuse_sweep_folder(path, record)
         description = record.get("model", {})
         if (path / WEIGHTS_FILE).is_file():
@@ -573,7 +575,7 @@ def load_model(path: str | os.PathLike):
         model = _rebuild(description, str(path))
         _load_checkpoint(model, path / CHECKPOINTS, None)
     elif path.parent.name == CHECKPOINTS and (path.parent.parent / CONFIG_FILE).is_file():
-        description = json.loads((path.parent.parent / CONFIG_FILE).read_text()).get("model", {})
+        description = io_lib.read_json(path.parent.parent / CONFIG_FILE).get("model", {})
         model = _rebuild(description, str(path))
         _load_checkpoint(model, path.parent, int(path.name))
     else:
