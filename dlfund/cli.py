@@ -366,15 +366,18 @@ def _run_config(run_dir: str | Path, *, evaluating: bool = False) -> TrainConfig
     return TrainConfig.from_dict(recorded)
 
 
-def _extension_note(fit_config: dict[str, Any], new_epochs: int) -> str:
-    """What extending a run does to its learning-rate schedule, in numbers."""
+def _extension_note(fit_config: dict[str, Any], new_epochs: int, at: int | None = None) -> str:
+    """What changing a run's length to ``new_epochs`` does to its learning-rate schedule, in numbers; ``at``: the
+    epoch it continues after (its newest checkpoint; default: the recorded length, a finished run)."""
     from dlfund import optimizers
 
     old_epochs, steps = fit_config["epochs"], fit_config["steps_per_epoch"]
+    at = old_epochs if at is None else at
     recorded = fit_config["optimizer"]
     name = recorded.get("schedule", "constant")
+    change = "extending" if new_epochs > old_epochs else "shortening"
     if name == "constant":
-        return f"extending from {old_epochs} to {new_epochs} epochs at the same learning rate"
+        return f"{change} from {old_epochs} to {new_epochs} epochs at the same learning rate"
     options = tuple(sorted((k.removeprefix("schedule."), v) for k, v in recorded.items() if k.startswith("schedule.")))
 
     def rate(total_epochs: int, step: int) -> float:
@@ -383,6 +386,14 @@ def _extension_note(fit_config: dict[str, Any], new_epochs: int) -> str:
         )
         return float(opt.learning_rate_at(step))
 
+    if at < old_epochs:  # an unfinished run: the next step's rate under the recorded length and under the new
+        planned, resized = rate(old_epochs, at * steps), rate(new_epochs, at * steps)
+        return (
+            f"{change} from {old_epochs} to {new_epochs} epochs. The {name} schedule was sized for {old_epochs} "
+            f"epochs; it is re-sized for {new_epochs}: the steps already taken keep their rates, and epoch {at + 1} "
+            f"starts at {resized:.3g} instead of {planned:.3g}, then follows the "
+            f"{'longer' if new_epochs > old_epochs else 'shorter'} schedule"
+        )
     before, after = rate(old_epochs, old_epochs * steps - 1), rate(new_epochs, old_epochs * steps)
     return (
         f"extending from {old_epochs} to {new_epochs} epochs. The {name} schedule was sized for {old_epochs} epochs; "
@@ -433,8 +444,12 @@ def resume(args: ResumeArgs) -> dict[str, Any] | None:
                 "once. Start a new run (dlfund train ...) with the settings you want"
             )
     if args.epochs is not None and args.epochs != config.epochs:
-        if args.epochs > recorded_fit.get("epochs", config.epochs) and "optimizer" in recorded_fit:
-            print(_extension_note(recorded_fit, args.epochs), flush=True)
+        from dlfund.train.interrupts import newest_checkpoint
+
+        # Where it continues: a finished run after its last epoch, an unfinished one after its newest checkpoint.
+        at = None if outcome is not None else newest_checkpoint(run_dir) or 0
+        if "optimizer" in recorded_fit and (at is None or at < args.epochs):
+            print(_extension_note(recorded_fit, args.epochs, at), flush=True)
         config = dataclasses.replace(config, epochs=args.epochs)
     return _fit(config, run_dir, resume=True, progress=args.progress, data_dir=args.data_dir)
 

@@ -419,3 +419,24 @@ def test_dlfund_resume_refuses_folders_it_cannot_continue(tmp_path, capsys):
     dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=1, progress=False, run_dir=run_dir)
     assert cli.main(["resume", str(run_dir)]) == 2
     assert "written by dlfund.fit from Python" in capsys.readouterr().err
+
+
+def test_resuming_an_unfinished_run_with_another_length_says_what_its_schedule_does(tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    epoch_end = run_lib.RunRecorder.epoch_end
+
+    def interrupted_in_epoch_3(self, epoch, *args, **kwargs):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return epoch_end(self, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(run_lib.RunRecorder, "epoch_end", interrupted_in_epoch_3)
+    flags = ["--hidden", "16", "--patience", "0", "--no-progress", "--schedule", "cosine", "--learning-rate", "0.01"]
+    assert cli.main(["train", "--epochs", "4", *flags, "--run-dir", str(run_dir)]) == cli.EXIT_INTERRUPTED
+    monkeypatch.setattr(run_lib.RunRecorder, "epoch_end", epoch_end)
+    capsys.readouterr()
+    assert cli.main(["resume", str(run_dir), "--epochs", "3", "--no-progress"]) == 0
+    note = capsys.readouterr().out.splitlines()[0]
+    # Cosine from 0.01 over T steps: 0.005 * (1 + cos(pi * t / T)); epoch 3 starts at t = 2/3 T instead of T/2.
+    assert note.startswith("shortening from 4 to 3 epochs. The cosine schedule was sized for 4 epochs")
+    assert "epoch 3 starts at 0.0025 instead of 0.005, then follows the shorter schedule" in note
