@@ -1,7 +1,5 @@
 """``python -m dlfund`` is the ``dlfund`` command."""
 
-import sys
+from dlfund.cli import exit_with, main
 
-from dlfund.cli import main
-
-sys.exit(main())
+exit_with(main())

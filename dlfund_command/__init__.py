@@ -84,6 +84,7 @@ def main() -> None:
         # If the interpreter cannot be re-executed (unusual sandboxes), run without the setting.
         with contextlib.suppress(OSError):
             os.execve(sys.executable, [sys.executable, "-m", "dlfund", *sys.argv[1:]], env)
+    from dlfund.cli import exit_with
     from dlfund.cli import main as cli_main
 
-    sys.exit(cli_main())
+    exit_with(cli_main())

@@ -23,7 +23,28 @@ ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 # A background job of a non-interactive shell (and so a test worker) may inherit SIGINT ignored; a process
 # started from a terminal has Python's own handler, which these children put back first.
 AS_FROM_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)"
-CLI = f"{AS_FROM_A_TERMINAL}; import sys; from dlfund.cli import main; sys.exit(main(sys.argv[1:]))"
+# As the dlfund command and python -m dlfund end (dlfund.cli.exit_with).
+CLI = f"{AS_FROM_A_TERMINAL}; import sys; from dlfund.cli import exit_with, main; exit_with(main(sys.argv[1:]))"
+
+
+def test_ctrl_c_while_the_first_epoch_compiles_exits_130_not_a_crash(tmp_path):
+    """A Ctrl-C while XLA compiles or runs the first call: the process used to crash at shutdown (exit 139, or
+    -11 here), 0.5-0.8 s after config.json appeared on this machine; the delays span that window."""
+    # Compiled as a user's process compiles (the suite's cache and fast-compile flags would move the window).
+    skip = ("JAX_COMPILATION_CACHE_DIR", "XLA_FLAGS")
+    env = {**{k: v for k, v in ENV.items() if k not in skip}, "PYTHONFAULTHANDLER": "1"}
+    for delay in (0.4, 0.55, 0.7, 0.85):
+        run_dir = tmp_path / f"run-{delay}"
+        command = [sys.executable, "-c", CLI, "train", "--epochs", "50", "--run-dir", str(run_dir), "--no-progress"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 240
+        while not (run_dir / "config.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == cli.EXIT_INTERRUPTED, (delay, err[-3000:])
+        assert "dlfund train: interrupted after epoch" in err and "Fatal Python error" not in err
 
 
 def test_ctrl_c_in_dlfund_train_exits_130_quietly_and_the_run_resumes(tmp_path, capsys):
