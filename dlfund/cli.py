@@ -488,6 +488,9 @@ def evaluate(args: EvaluateArgs) -> dict[str, Any]:
     x, y = splits[args.split]
     _note_unfinished(args.run_dir)
     metrics = _evaluate(dlfund.load_model(args.run_dir), (x, y), config, ds)
+    if ds.num_classes is None:  # a forecasting task: the naive baseline beside the model, as dlfund train reports
+        with contextlib.suppress(ValueError):
+            metrics["persistence_mse"] = dlfund.data.persistence_mse(ds, args.split)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return metrics
@@ -664,9 +667,32 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"dlfund: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        import difflib
+
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"dlfund: unknown command {command!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     prog = f"dlfund {command}"
+    with _warnings_as(prog):
+        return _run(command, rest, prog)
+
+
+@contextlib.contextmanager
+def _warnings_as(prog: str):
+    """Warnings printed as ``dlfund train: warning: ...``: Python's own form names the line that warned, which
+    for a command is ``<frozen runpy>`` or a library file, not something the user wrote."""
+    import warnings
+
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"{prog}: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
+def _run(command: str, rest: list[str], prog: str) -> int:
     try:
         if command == "train":
             config_file, rest = _split_config_flag(rest)

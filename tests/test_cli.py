@@ -156,7 +156,9 @@ def test_a_model_flag_the_model_does_not_take_is_refused_not_dropped(tmp_path, c
 
 def test_unknown_command(capsys):
     assert cli.main(["trian"]) == 2
-    assert "unknown command 'trian'" in capsys.readouterr().err
+    assert "unknown command 'trian'; did you mean 'train'?" in capsys.readouterr().err
+    assert cli.main(["xyz"]) == 2
+    assert "did you mean" not in capsys.readouterr().err
 
 
 def test_python_dash_m_dlfund_runs_the_main_job(tmp_path):
@@ -170,6 +172,32 @@ def test_python_dash_m_dlfund_runs_the_main_job(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "test: loss=" in done.stdout and (tmp_path / "r" / "weights.safetensors").exists()
+
+
+def test_a_forecasting_run_reports_the_persistence_baseline_and_warnings_name_the_command(tmp_path, capsys):
+    run_dir = tmp_path / "sines"
+    argv = ["train", "--dataset", "sines", "--epochs", "1", "--hidden", "8", "--batch-size", "100000"]
+    done = subprocess.run(
+        [sys.executable, "-m", "dlfund", *argv, "--run-dir", str(run_dir), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    # Python's own warning format names <frozen runpy> as the line that warned
+    assert "dlfund train: warning: batch_size=100000 is larger than the" in done.stderr
+    assert "<frozen runpy>" not in done.stderr and "UserWarning" not in done.stderr
+    trained = json.loads((run_dir / "metrics.json").read_text())["test"]
+    baseline = dlfund.data.persistence_mse(dlfund.data.load("sines"))
+    assert trained["persistence_mse"] == pytest.approx(baseline, rel=1e-6)
+    assert cli.main(["evaluate", str(run_dir), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["persistence_mse"] == pytest.approx(baseline, rel=1e-6)
+    assert evaluated["loss"] == pytest.approx(trained["loss"], rel=1e-5)  # the mse loss
+    assert cli.main(["evaluate", str(run_dir), "--json", "--split", "val"]) == 0
+    val = json.loads(capsys.readouterr().out)
+    assert val["persistence_mse"] == pytest.approx(dlfund.data.persistence_mse(dlfund.data.load("sines"), "val"))
 
 
 def test_config_files_read_exponent_floats(tmp_path):
