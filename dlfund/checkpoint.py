@@ -251,12 +251,15 @@ class CheckpointStore:
             _check_fits(step, self.directory, name, targets[name], items[name])
         return items, meta
 
-    def restore_latest(self, targets: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
+    def restore_latest(
+        self, targets: dict[str, Any], *, set_aside: bool = True
+    ) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
         """The newest checkpoint that restores cleanly, as ``(step, items, meta)``; None if there is none.
 
         Damaged checkpoints and leftovers of interrupted saves are reported with a :class:`CheckpointWarning`
-        and skipped; skipped checkpoints are renamed ``<step>.damaged`` (kept for inspection, out of the way of the
-        steps that training will save again). A checkpoint from a newer format raises :class:`CheckpointError`.
+        and skipped; with ``set_aside`` (for training, which saves those steps again) skipped checkpoints are
+        renamed ``<step>.damaged``, kept for inspection; without it (loading a model to read) nothing is changed.
+        A checkpoint from a newer format raises :class:`CheckpointError`.
         """
         for leftover in self.interrupted():
             warnings.warn(
@@ -294,7 +297,8 @@ class CheckpointStore:
                 skipped.append(step)
             return None
         finally:
-            self._set_aside(skipped)
+            if set_aside:
+                self._set_aside(skipped)
 
     def _set_aside(self, steps: list[int]) -> None:
         for step in steps:

@@ -64,6 +64,27 @@ def test_a_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(tmp_p
     assert sorted(os.listdir(tmp_path)) == ["1", "2.damaged"]  # set aside, not deleted
 
 
+def test_loading_a_model_from_a_damaged_run_changes_nothing_on_disk(tmp_path):
+    """Training sets a damaged checkpoint aside (it saves that step again); reading a model must not rename files
+    in a folder it only reads (a shared or read-only one)."""
+    from flax import nnx
+
+    import dlfund
+
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    run_dir = tmp_path / "run"
+    dlfund.fit(dlfund.models.MLP(4, (8,), 2, rngs=nnx.Rngs(0)), (x, y), epochs=2, progress=False, run_dir=run_dir)
+    os.remove(run_dir / "weights.safetensors")  # as in a run that never finished: load_model reads checkpoints
+    _damage(run_dir / "checkpoints" / "2", "truncate")
+    before = sorted(os.listdir(run_dir / "checkpoints"))
+    with pytest.warns(CheckpointWarning, match="checkpoint 2 .* damaged"):
+        model = dlfund.load_model(run_dir)
+    assert sorted(os.listdir(run_dir / "checkpoints")) == before == ["1", "2"]
+    epoch_1 = dlfund.load_model(run_dir / "checkpoints" / "1")
+    np.testing.assert_array_equal(dlfund.predict(model, x), dlfund.predict(epoch_1, x))
+
+
 def test_an_interrupted_save_is_ignored_and_reported(tmp_path):
     with CheckpointStore(tmp_path) as store:
         store.save(1, items(1.0), {"epoch": 1})

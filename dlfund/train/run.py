@@ -594,7 +594,7 @@ def _load_checkpoint(model, directory: Path, step: int | None) -> None:
     targets = {"model": {"params": params, "model_state": model_state}}
     with CheckpointStore(directory) as store:
         if step is None:
-            found = store.restore_latest(targets)
+            found = store.restore_latest(targets, set_aside=False)  # reading a model changes nothing on disk
             if found is None:
                 raise FileNotFoundError(f"{directory} holds no usable checkpoint")
             items = found[1]
