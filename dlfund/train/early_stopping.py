@@ -121,7 +121,8 @@ class EarlyStopping:
         min_delta = self.min_delta if min_delta is None else min_delta
         sign = 1.0 if self.maximize else -1.0
         improved = jnp.isfinite(value) & (sign * (value - state.best) > min_delta)
-        # The first finite value always becomes the best (otherwise min_delta could hide it against +-inf).
+        # The first finite value always becomes the best. With best starting at -+inf and a finite min_delta the
+        # comparison above already says so; this keeps it true for any starting value.
         improved = improved | (jnp.isfinite(value) & (state.best_epoch < 0))
         wait = jnp.where(improved, 0, state.wait + 1)
         return EarlyStoppingState(
