@@ -545,10 +545,20 @@ def test_optimizers_match_optax_step_by_step(data, shapes, hyper):
             updates, state = opt.update(g, state)
             p = scratch.apply_updates(p, updates)
             expected_updates, sizes_without_cancelling = unflat(expected[name][0][t]), unflat(expected[name][2][t])
+            rtol = RTOL
+            if name == "adam":
+                # 1 - b2**t in float32: NumPy's and XLA's pow may differ by an ulp of b2**t (6e-8), which is
+                # 6e-8 / (1 - b2**t) of the correction: 2e-4 at b2 = 0.99989, t = 3 (a case hypothesis found).
+                # A missing or shifted correction moves the update by a factor of 1.4 or more.
+                rtol = max(RTOL, 2 * 2.0**-24 / (1 - float(h["b2"]) ** (t + 1)))
             for leaf in names:
                 message = f"{name}, update {t + 1}, {leaf}"
                 assert_close(
-                    updates[leaf], expected_updates[leaf], err_msg=message, scale=sizes_without_cancelling[leaf]
+                    updates[leaf],
+                    expected_updates[leaf],
+                    rtol=rtol,
+                    err_msg=message,
+                    scale=sizes_without_cancelling[leaf],
                 )
         expected_params = unflat(expected[name][1])
         # the params are sums of the initial values and every update, which may cancel: scale is their sizes
