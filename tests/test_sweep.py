@@ -8,20 +8,12 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from sweep_helpers import problem
 from virtual_devices import run_on_8_devices
 
 import dlfund
 from dlfund.models import MLP
 from dlfund.train import sweeps as sweep_lib
-
-
-def problem(seed=0, n=240, classes=3):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=1.5, size=(classes, 5))
-    y = rng.integers(0, classes, size=n)
-    x = (centers[y] + rng.normal(size=(n, 5))).astype(np.float32)
-    return (x[:180], y[:180].astype(np.int32)), (x[180:], y[180:].astype(np.int32))
-
 
 TRAIN, VAL = problem()
 OPTIONS = dict(batch_size=16, learning_rate=1e-2, progress=False, validation_data=VAL)

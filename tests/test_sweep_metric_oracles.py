@@ -27,6 +27,7 @@ import sklearn.metrics as skm
 from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sweep_helpers import problem
 
 import dlfund
 from dlfund import metrics
@@ -34,15 +35,6 @@ from dlfund.history import History
 from dlfund.models import MLP
 from dlfund.train.early_stopping import improves_upward
 from dlfund.train.sweep_result import SweepResult
-
-
-def problem(seed=0, n=240, classes=3):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=1.5, size=(classes, 5))
-    y = rng.integers(0, classes, size=n)
-    x = (centers[y] + rng.normal(size=(n, 5))).astype(np.float32)
-    return (x[:180], y[:180].astype(np.int32)), (x[180:], y[180:].astype(np.int32))
-
 
 TRAIN, VAL = problem()
 OPTIONS = dict(batch_size=16, progress=False, validation_data=VAL)
