@@ -352,17 +352,14 @@ def _run_config(run_dir: str | Path, *, evaluating: bool = False) -> TrainConfig
     record = _record(run_dir)
     refuse_sweep_folder(run_dir, record)
     recorded = record.get("cli")
-    if recorded is None and evaluating:
-        raise ValueError(
-            f"{run_dir} was written by dlfund.fit from Python, not by 'dlfund train', so the command line does not "
-            "know the data it was trained on; evaluate it from Python: dlfund.load_run(DIR).evaluate(x_raw, y) "
-            "(`dlfund predict DIR INPUT` works on it)"
-        )
     if recorded is None:
-        raise ValueError(
-            f"{run_dir} was written by dlfund.fit from Python, not by 'dlfund train'; resume it with "
-            "dlfund.fit(..., run_dir=..., resume=True) and the same arguments"
+        advice = (
+            ", so the command line does not know the data it was trained on; evaluate it from Python: "
+            "dlfund.load_run(DIR).evaluate(x_raw, y) (`dlfund predict DIR INPUT` works on it)"
+            if evaluating
+            else "; resume it with dlfund.fit(..., run_dir=..., resume=True) and the same arguments"
         )
+        raise ValueError(f"{run_dir} was written by dlfund.fit from Python, not by 'dlfund train'{advice}")
     return TrainConfig.from_dict(recorded)
 
 
@@ -540,6 +537,7 @@ def _read_inputs(path: Path, run) -> tuple[Any, list[str]]:
     import numpy as np
 
     from dlfund.data.folders import image_files, read_images
+    from dlfund.train.saved_run import real_numbers
 
     if path.is_dir():
         # Image files hold 8-bit pixels. They are the run's raw inputs only when its dataset stored 8-bit pixels
@@ -564,7 +562,7 @@ def _read_inputs(path: Path, run) -> tuple[Any, list[str]]:
         # numpy's message for any file that is not an array (a text file, say) speaks of pickled data
         detail = "" if "pickle" in str(error) else f": {error}"
         raise ValueError(f"{path} is not a NumPy array file (write one with numpy.save){detail}") from None
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
+    if not real_numbers(x):  # Run.inputs refuses these too (TypeError); here the message names the file
         raise ValueError(f"{path} holds {x.dtype} values; the model's inputs are real numbers")
     if tuple(x.shape) == tuple(run.input_shape):
         x = x[None]  # one example

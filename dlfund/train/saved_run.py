@@ -89,7 +89,7 @@ class Run:
             )
         if len(x_raw) == 0:
             raise ValueError("x holds no examples (shape [0, ...]); there is nothing to predict")
-        if not (np.issubdtype(x_raw.dtype, np.number) or x_raw.dtype == np.bool_) or np.iscomplexobj(x_raw):
+        if not real_numbers(x_raw):
             raise TypeError(f"inputs must be real numbers, got dtype {x_raw.dtype}")
         if np.issubdtype(x_raw.dtype, np.floating) and not np.isfinite(x_raw).all():
             bad = ~np.isfinite(x_raw.reshape(len(x_raw), -1)).all(axis=1)
@@ -151,6 +151,12 @@ class Run:
         if scores:
             lines.append(f"  test: {', '.join(scores)}")
         return "\n".join(lines)
+
+
+def real_numbers(x: np.ndarray) -> bool:
+    """Whether ``x`` holds real numbers a model can take: integers, floats or booleans (not strings, objects or
+    complex numbers, whose imaginary part a cast to float32 would drop)."""
+    return (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) and not np.iscomplexobj(x)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -224,4 +230,4 @@ def top_probabilities(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return classes, np.take_along_axis(probabilities, classes[:, None], axis=-1)[:, 0]
 
 
-__all__ = ["Run", "load_run", "top_probabilities"]
+__all__ = ["Run", "load_run", "real_numbers", "top_probabilities"]
