@@ -5,9 +5,13 @@ import warnings
 import numpy as np
 import pytest
 from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import dlfund
 from dlfund.models import MLP
+from dlfund.train import checks
 
 FIT = dict(epochs=1, progress=False)
 
@@ -207,3 +211,43 @@ def test_mse_is_refused_on_class_labels_and_on_targets_shaped_unlike_the_outputs
     # The shapes mse takes: [N] targets with one output, and equal shapes.
     fit_quietly(MLP(4, (8,), 1, rngs=nnx.Rngs(0)), (x, x[:, 0]), loss="mse")
     fit_quietly(MLP(4, (8,), 3, rngs=nnx.Rngs(0)), (x, x[:, :3]), loss="mse")
+
+
+# --- checks.min_max: the inputs' range in parallel row blocks ------------------------------------------------
+
+_ANY_FLOAT32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=12), elements=_ANY_FLOAT32),
+    threads=st.integers(1, 16),
+)
+def test_min_max_in_blocks_equals_numpys_min_and_max_nan_included(monkeypatch_module, x, threads):
+    """Every block counts (a block dropped or a row skipped changes the answer for some array) and a NaN in any
+    block gives NaN (Python's min() over the blocks' results would keep a finite value after a NaN)."""
+    monkeypatch_module.setattr(checks.os, "cpu_count", lambda: threads)
+    low, high = checks.min_max(x)
+    np.testing.assert_array_equal([low, high], [np.min(x), np.max(x)])
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """A monkeypatch for hypothesis' examples, with the parallel path taken on arrays of any size."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checks, "_PARALLEL_RANGE_SIZE", 1)
+        yield patch
+
+
+def test_min_max_runs_blocks_on_threads_for_large_inputs(monkeypatch):
+    """The parallel path is the one large inputs take (its equality is the test above), and the NaN check of fit's
+    inputs goes through it."""
+    blocks = []
+    real_split = np.array_split
+    monkeypatch.setattr(checks.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(checks.np, "array_split", lambda x, k: blocks.append(k) or real_split(x, k))
+    x = np.zeros((2048, 2048), np.float32)
+    x[2047, 5] = np.nan
+    with pytest.raises(ValueError, match="1 NaN/Inf values \\(first in example 2047\\)"):
+        checks.as_split_with_range("train", (x, np.zeros(2048)))
+    assert blocks == [4]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -36,7 +38,7 @@ def as_split_with_range(name: str, split: Any) -> tuple[tuple[np.ndarray, np.nda
     x = x.astype(np.float32, copy=False)
     # min and max are NaN or infinite exactly when some value is: no mask as large as x (188 MB of MNIST-shaped
     # images give a 47 MB one) unless there is something to report.
-    low, high = (x.min().item(), x.max().item()) if x.size else (0.0, 0.0)
+    low, high = min_max(x) if x.size else (0.0, 0.0)
     if not (math.isfinite(low) and math.isfinite(high)):
         bad = ~np.isfinite(x)
         first = int(np.argmax(bad.reshape(len(x), -1).any(axis=1)))
@@ -45,6 +47,27 @@ def as_split_with_range(name: str, split: Any) -> tuple[tuple[np.ndarray, np.nda
             "remove or impute them before training"
         )
     return (x, y), (low, high)
+
+
+#: Arrays at least this large (elements) are reduced in parallel blocks; below it a thread's start costs more
+#: than it saves.
+_PARALLEL_RANGE_SIZE = 1 << 22
+
+
+def min_max(x: np.ndarray) -> tuple[float, float]:
+    """``(x.min(), x.max())`` of a non-empty numeric array [N, ...], NaN if any value is NaN.
+
+    ``fit`` pays this pass over the inputs on every call, on the host, before the device sees them: two
+    single-threaded NumPy reductions over 60k MNIST-shaped images take ~23 ms here, time a GPU would spend
+    waiting. Large arrays are split into blocks of rows reduced on up to 8 threads (NumPy releases the GIL in
+    reductions): ~12 ms on 2 cores (``python -m benchmarks.bench_fit_overhead``)."""
+    workers = min(8, os.cpu_count() or 1, len(x))
+    if x.size < _PARALLEL_RANGE_SIZE or workers < 2:
+        return x.min().item(), x.max().item()
+    with ThreadPoolExecutor(workers) as pool:
+        ranges = list(pool.map(lambda block: (block.min(), block.max()), np.array_split(x, workers)))
+    lows, highs = np.array(ranges).T  # np.min/np.max propagate NaN, where Python's min() would depend on order
+    return lows.min().item(), highs.max().item()
 
 
 def check_targets(name: str, y: np.ndarray, loss: Loss, num_classes: int | None) -> np.ndarray:
@@ -107,7 +130,7 @@ def scale_problem(name: str, x: np.ndarray, value_range: tuple[float, float] | N
     x = np.asarray(x)
     if x.size == 0 or x.ndim == 0 or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         return None
-    low, high = value_range if value_range is not None else (x.min().item(), x.max().item())
+    low, high = value_range if value_range is not None else min_max(x)
     if not (math.isfinite(low) and math.isfinite(high)):
         return None  # NaN/Inf: as_split reports them with a better message
     # Whole examples, evenly spaced, so every feature is in the sample (a flat stride could hit one column).

@@ -1,0 +1,78 @@
+"""What one ``dlfund.fit`` call costs on the host before the device trains: its checks, state and placement.
+
+On a GPU these costs are not hidden behind compute: the benchmark MLP's three epochs take ~0.12 s on an H200
+(``benchmarks/RESULTS.md``), so every 10 ms of host work before the first epoch is ~8% of a short call. Workload:
+60,000 synthetic MNIST-shaped examples (float32 [60000, 784] in [0, 1), integer labels), the benchmark MLP.
+
+Rows (ms, median of ``--repeat``):
+  range, two NumPy reductions:   ``(x.min(), x.max())``, the input check before 2026-12-04
+  range, checks.min_max:          the same values from row blocks reduced on threads
+  checks.as_split_with_range:     the whole input check (types, lengths, NaN/Inf via the range)
+  plan_fit:                       everything before training: checks, state, placement on the device, strategy
+
+Run: ``.venv/bin/python -m benchmarks.bench_fit_overhead [--repeat 15]`` (~30 s on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def median_ms(call, repeat: int) -> float:
+    call()  # warm: first-touch page faults, compilation of anything plan_fit compiles
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15, help="timed calls per row (default 15)")
+    parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = parser.parse_args(argv)
+
+    import jax
+
+    from benchmarks import peers_jax
+    from dlfund.train import checks
+    from dlfund.train.options import FitConfig
+
+    fit = importlib.import_module("dlfund.train.fit")  # the module; dlfund.train.fit is the function
+    rng = np.random.default_rng(0)
+    x = rng.random((60_000, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 60_000)
+
+    def plan():
+        model = peers_jax.dlfund_model("mlp", (784,), 0)
+        options = FitConfig(epochs=3, batch_size=128, progress=False, optimizer="adam", learning_rate=1e-3)
+        planned = fit.plan_fit(model, (x, y), options)
+        jax.block_until_ready(planned.train)  # the placement's copy is part of the cost
+
+    rows = {
+        "range, two NumPy reductions": lambda: (x.min().item(), x.max().item()),
+        "range, checks.min_max": lambda: checks.min_max(x),
+        "checks.as_split_with_range": lambda: checks.as_split_with_range("train", (x, y)),
+        "plan_fit": plan,
+    }
+    print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs")
+    results = {}
+    for name, call in rows.items():
+        results[name] = median_ms(call, args.repeat)
+        print(f"{name:32s} {results[name]:8.1f} ms")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
