@@ -63,8 +63,8 @@ class Step:
 
 
 #: In priority order, one round each: a worker process is mostly start-up and compilation (~10 s each in the smoke
-#: run on this CPU; unmeasured on a GPU), so one device call's ~540 s hold a few dozen, and the CNN tables matter
-#: more than a second round of the MLP's (a GPU's run-to-run spread is small).
+#: run on this CPU, ~17 s on an H200 on 2026-12-04), so one device call's ~540 s hold about 30, and the CNN tables
+#: matter more than a second round of the MLP's (the H200's spread between processes was ~10%).
 STEPS = (
     Step("mlp float32", ("--task", "mlp"), run.DEFAULT_PEERS),
     Step("mlp bfloat16", ("--task", "mlp", "--precision", "bfloat16"), CORE_PEERS),
