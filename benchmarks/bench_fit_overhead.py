@@ -9,8 +9,15 @@ Rows (ms, median of ``--repeat``):
   range, checks.min_max:          the same values from row blocks reduced on threads
   checks.as_split_with_range:     the whole input check (types, lengths, NaN/Inf via the range)
   plan_fit:                       everything before training: checks, state, placement on the device, strategy
+  model construction:             the benchmark MLP built (inside plan_fit's row and both whole calls)
+  jax.device_put of x, y:         the placement's copy alone (host to device; a copy on XLA:CPU too)
+  fit, warm call:                 the peer suite's ``dlfund`` worker, 3 epochs (``--calls`` timed calls)
+  jax-scan, warm call:            the suite's hand-written whole-epoch scan, the same 3 epochs
+The last two rows' difference is what ``fit`` costs beyond the scan; the rows above it say where it can come from.
+On an accelerator the script runs unchanged (the next device call should run it: the H200's 3-epoch MLP call
+was ~40 ms slower than the scan's, unattributed).
 
-Run: ``.venv/bin/python -m benchmarks.bench_fit_overhead [--repeat 15]`` (~30 s on 2 CPU cores).
+Run: ``.venv/bin/python -m benchmarks.bench_fit_overhead [--repeat 15] [--calls 3]`` (~1 minute on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ def median_ms(call, repeat: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15, help="timed calls per row (default 15)")
+    parser.add_argument("--calls", type=int, default=3, help="timed whole fit / scan calls (default 3)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args(argv)
 
@@ -63,12 +71,23 @@ def main(argv: list[str] | None = None) -> None:
         "range, checks.min_max": lambda: checks.min_max(x),
         "checks.as_split_with_range": lambda: checks.as_split_with_range("train", (x, y)),
         "plan_fit": plan,
+        "model construction": lambda: peers_jax.dlfund_model("mlp", (784,), 0),
+        "jax.device_put of x, y": lambda: jax.block_until_ready(jax.device_put((x, y))),
+    }
+    whole_calls = {  # each returns its final loss as a Python float: the device has finished
+        "fit, warm call": lambda: peers_jax.train_dlfund("mlp", (x, y), 3, 0),
+        "jax-scan, warm call": lambda: peers_jax.train_jax_scan("mlp", (x, y), 3, 0),
     }
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs")
     results = {}
-    for name, call in rows.items():
-        results[name] = median_ms(call, args.repeat)
+    for name, call, repeat in [
+        *((n, c, args.repeat) for n, c in rows.items()),
+        *((n, c, args.calls) for n, c in whole_calls.items()),
+    ]:
+        results[name] = median_ms(call, repeat)
         print(f"{name:32s} {results[name]:8.1f} ms")
+    results["fit minus jax-scan"] = results["fit, warm call"] - results["jax-scan, warm call"]
+    print(f"{'fit minus jax-scan':32s} {results['fit minus jax-scan']:8.1f} ms")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

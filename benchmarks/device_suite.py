@@ -14,7 +14,13 @@ dlfund needed: the checkout's root is on the path), from this machine's reposito
     run(carry=[".whl"], timeout_s=600, command=
         "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site"
         " .whl/*.whl && export PYTHONPATH=/tmp/site || exit;"
-        " PYTHONUNBUFFERED=1 python3 -m benchmarks.device_suite --out $OUT --seconds 540 --commit COMMIT")
+        " python3 -m benchmarks.bench_fit_overhead --repeat 7 --json $OUT/overhead.json;"
+        " PYTHONUNBUFFERED=1 python3 -m benchmarks.device_suite --out $OUT --seconds 480 --commit COMMIT")
+
+(``bench_fit_overhead`` times what ``fit`` does beyond the hand-written scan, unmeasured on the first H200 call;
+``benchmarks/device_runs/2026-12-04-h200/call1/command.sh`` is that call's command, with a smoke ``fit`` first and
+fallback flax/optax wheels, and ``--seconds 450``: it ran 445 s, and the lease held the machine 490 s for the
+whole call, its start included.)
 
 ``OUT`` then holds ``RESULTS.md`` (sections named with the device, ready to merge into benchmarks/RESULTS.md with
 ``python -m benchmarks.device_suite --merge OUT/RESULTS.md``), ``suite.json`` (every raw number), ``suite.log``
