@@ -22,6 +22,10 @@ dlfund needed: the checkout's root is on the path), from this machine's reposito
 fallback flax/optax wheels, and ``--seconds 450``: it ran 445 s, and the lease held the machine 490 s for the
 whole call, its start included.)
 
+A later call measures first what an earlier one did not reach with ``--steps`` (names from :data:`STEPS`, comma-
+separated, run in the order given); after the first H200 call: ``--steps "cnn bfloat16,cnn strategies,lstm
+float32,transformer float32,mlp float32 20 epochs"``.
+
 ``OUT`` then holds ``RESULTS.md`` (sections named with the device, ready to merge into benchmarks/RESULTS.md with
 ``python -m benchmarks.device_suite --merge OUT/RESULTS.md``), ``suite.json`` (every raw number), ``suite.log``
 (each step's output) and ``environment.txt`` (devices, versions, commit). ``--quick`` runs the same steps at
@@ -80,8 +84,22 @@ STEPS = (
     Step("cnn strategies", ("--task", "cnn"), STRATEGIES),
     Step("lstm float32", ("--task", "lstm"), CORE_PEERS),
     Step("transformer float32", ("--task", "transformer"), CORE_PEERS),
-    Step("mlp float32, 20 epochs", ("--task", "mlp", "--epochs", "20"), ("dlfund", "jax-scan", "torch-eager")),
+    Step("mlp float32 20 epochs", ("--task", "mlp", "--epochs", "20"), ("dlfund", "jax-scan", "torch-eager")),
 )
+
+
+def select_steps(names: str) -> tuple[Step, ...]:
+    """The steps named in ``names`` (comma-separated, as in :data:`STEPS`), in the order given: a later device call
+    measures what an earlier one did not reach first."""
+    known = {step.name: step for step in STEPS}
+    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in known]
+    if unknown or not chosen:
+        raise ValueError(
+            f"unknown step(s) {', '.join(map(repr, unknown)) or '(none named)'}; known: "
+            + ", ".join(repr(name) for name in known)
+        )
+    return tuple(known[name] for name in dict.fromkeys(chosen))
 
 
 def plan(step: Step, seconds_left: float, seconds_per_process: float, peak: bool = True) -> int:
@@ -216,6 +234,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--quick", action="store_true", help="smoke size: 1 round, 1024 examples, 1 epoch (or the step's)"
     )
     parser.add_argument("--commit", default=None, help="the commit measured, for environment.txt")
+    parser.add_argument(
+        "--steps",
+        default=None,
+        help="comma-separated step names to run, in this order (default: all, in priority order); e.g. "
+        "'cnn bfloat16,cnn strategies' for what an earlier device call did not reach",
+    )
     parser.add_argument("--merge", type=Path, default=None, help="merge this RESULTS.md into benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     if args.merge:
@@ -225,7 +249,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         for title in refused:
             print(f"not merged (no accelerator named in it; it would replace this CPU's section): {title}")
         return
-    summary = run_suite(args.out, args.seconds, args.quick, args.commit)
+    try:
+        steps = select_steps(args.steps) if args.steps is not None else STEPS
+    except ValueError as error:
+        parser.error(str(error))
+    summary = run_suite(args.out, args.seconds, args.quick, args.commit, steps=steps)
     for record in summary["steps"]:
         print(f"{record['step']}: {record['status']}" + (f" ({record['seconds']} s)" if "seconds" in record else ""))
     print(f"suite: {summary['seconds']:.0f} s; tables in {args.out / 'RESULTS.md'}")

@@ -142,3 +142,22 @@ def test_merge_adds_a_devices_sections_and_replaces_its_own_older_ones(tmp_path)
     text = target.read_text()
     assert "\ncpu\n" in text and "\nnew\n" in text and "\nbf16\n" in text and "old" not in text
     assert "unnamed" not in text and text.count("## ") == 3
+
+
+def test_steps_option_runs_the_named_steps_in_the_order_given(monkeypatch, tmp_path):
+    """What an earlier device call did not reach runs first; an unknown name is refused with the known ones."""
+    seen = {}
+
+    def fake_suite(out, seconds, quick, commit, steps):
+        seen["steps"] = steps
+        return {"steps": [], "seconds": 0.0}
+
+    monkeypatch.setattr(device_suite, "run_suite", fake_suite)
+    device_suite.main(["--out", str(tmp_path), "--steps", "cnn strategies, lstm float32,cnn strategies"])
+    assert [step.name for step in seen["steps"]] == ["cnn strategies", "lstm float32"]
+    with pytest.raises(SystemExit):
+        device_suite.main(["--out", str(tmp_path), "--steps", "cnn float64"])
+    with pytest.raises(ValueError, match="unknown step\\(s\\) 'cnn float64'; known: 'mlp float32', 'mlp bfloat16'"):
+        device_suite.select_steps("cnn float64")
+    with pytest.raises(ValueError, match="none named"):
+        device_suite.select_steps(" , ")
