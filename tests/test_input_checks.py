@@ -109,6 +109,38 @@ def test_the_scale_check_sees_every_feature_and_the_whole_range():
     assert problem is not None and f"{x.max():g}]" in problem
 
 
+def _scale_problem_by_percentile(x: np.ndarray) -> bool:
+    """The scale check's verdict with the percentile always computed (the rule before it could be skipped)."""
+    integer = np.issubdtype(x.dtype, np.integer)
+    rows = x[:: max(1, x.size // checks._SCALE_SAMPLE)]
+    large = float(np.percentile(np.abs(rows.astype(np.float64)), 99)) > checks.UNNORMALIZED_LIMIT
+    return (integer and float(x.max()) - float(x.min()) > 1) or large
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=hnp.arrays(
+        np.int16, hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=40), elements=st.integers(-40, 40)
+    ),
+    dtype=st.sampled_from([np.float32, np.float64, np.int16, np.uint8, np.bool_]),
+    scale=st.sampled_from([0.01, 0.3, 1.0]),
+)
+def test_scale_check_skips_the_percentile_only_where_it_cannot_pass_the_limit(values, dtype, scale):
+    """Values within +-10 cannot have a 99th percentile of |x| above 10, so the check skips it there; its verdict
+    is the full rule's for inputs in and out of range, negative extremes included."""
+    if np.issubdtype(dtype, np.floating):
+        x = (values * scale).astype(dtype)
+    else:
+        x = (np.abs(values) if dtype in (np.uint8, np.bool_) else values).astype(dtype)
+    assert (checks.scale_problem("train", x) is not None) == _scale_problem_by_percentile(x)
+
+
+def test_scale_check_does_not_compute_the_percentile_of_inputs_within_the_limit(monkeypatch):
+    monkeypatch.setattr(checks, "_large_values", lambda x: pytest.fail("the percentile was computed"))
+    x = np.random.default_rng(0).uniform(-10, 10, size=(500, 8)).astype(np.float32)
+    assert checks.scale_problem("train", x) is None
+
+
 def test_fit_takes_the_inputs_range_from_the_finiteness_check(monkeypatch):
     """The range as_split_with_range found (the original dtype's values, exactly) is the one the scale warning
     reports: fit passes it on instead of a second min/max over the images."""
