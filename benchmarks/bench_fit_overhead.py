@@ -14,6 +14,9 @@ Rows (ms, median of ``--repeat``):
   fit, warm call:                 the peer suite's ``dlfund`` worker, 3 epochs (``--calls`` timed calls)
   jax-scan, warm call:            the suite's hand-written whole-epoch scan, the same 3 epochs
 The last two rows' difference is what ``fit`` costs beyond the scan; the rows above it say where it can come from.
+Then a timeline of a warm ``fit`` call in the notebook regime (bench_fit.py's W2: the digits MLP 64-128-10, batch
+32, 20 epochs, where the compiled epochs take ~40 ms): the model's construction, ``plan_fit``, the host work before
+and after the compiled call, and the call itself (median gaps between marks, ``--calls`` x 7 calls).
 On an accelerator the script runs unchanged (the next device call should run it: the H200's 3-epoch MLP call
 was ~40 ms slower than the scan's, unattributed).
 
@@ -88,9 +91,65 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:32s} {results[name]:8.1f} ms")
     results["fit minus jax-scan"] = results["fit, warm call"] - results["jax-scan, warm call"]
     print(f"{'fit minus jax-scan':32s} {results['fit minus jax-scan']:8.1f} ms")
+    print("warm W2 fit call (digits MLP, 20 epochs), ms between marks:")
+    phases = timeline(args.calls)
+    for label, ms in phases.items():
+        print(f"  {label:40s} {ms:7.2f}")
+    results["W2 timeline"] = phases
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+
+
+def timeline(calls: int) -> dict[str, float]:
+    """Median ms between marks of a warm W2 ``fit`` call: the phases are wrapped in place, only for this."""
+    import functools
+
+    from flax import nnx
+
+    import dlfund
+    from benchmarks import bench_fit
+
+    fit_module = importlib.import_module("dlfund.train.fit")
+    loop_module = importlib.import_module("dlfund.train.loop")
+    marks: list[tuple[str, float]] = []
+
+    def marked(owner, name: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def wrapper(*args, **kwargs):
+            marks.append((f"{name} starts", time.perf_counter()))
+            try:
+                return original(*args, **kwargs)
+            finally:
+                marks.append((f"{name} ends", time.perf_counter()))
+
+        setattr(owner, name, wrapper)
+
+    marked(fit_module, "plan_fit")
+    marked(loop_module, "run_epochs")  # dispatches the compiled epochs (asynchronously)
+    marked(fit_module.jax, "device_get")  # waits for them: the compiled call's time
+    train, _ = bench_fit.w2_data()
+
+    def call() -> list[tuple[str, float]]:
+        marks.clear()
+        marks.append(("call", time.perf_counter()))
+        model = dlfund.models.MLP(64, (128,), 10, rngs=nnx.Rngs(0))
+        marks.append(("model built", time.perf_counter()))
+        dlfund.fit(model, train, epochs=20, batch_size=32, progress=False, metrics=())
+        marks.append(("fit returns", time.perf_counter()))
+        return list(marks)
+
+    for _ in range(3):  # compile, then warm
+        call()
+    runs = [call() for _ in range(7 * calls)]
+    phases = {}
+    for i in range(1, len(runs[0])):
+        label = f"{runs[0][i - 1][0]} -> {runs[0][i][0]}"
+        phases[label] = 1e3 * statistics.median(run[i][1] - run[i - 1][1] for run in runs)
+    phases["whole call"] = 1e3 * statistics.median(run[-1][1] - run[0][1] for run in runs)
+    return phases
 
 
 if __name__ == "__main__":
