@@ -181,3 +181,12 @@ def test_train_state_is_a_pytree_with_static_configuration():
         _, d = make_state(0, **changed)
         assert jax.tree.structure(a) != jax.tree.structure(d), changed
     assert isinstance(a.objective, state_lib.Objective)
+
+
+def test_fit_model_does_not_share_buffers_with_the_returned_state():
+    """fit copies the trained weights into the model: a later step that donates result.state leaves it usable."""
+    model = MLP(6, (8,), 3, rngs=nnx.Rngs(0))
+    result = dlfund.fit(model, (np.asarray(X), np.asarray(Y)), epochs=2, batch_size=8, progress=False)
+    before = model(X)
+    dlfund.train_step(result.state, (X, Y))
+    np.testing.assert_array_equal(model(X), before)

@@ -26,7 +26,7 @@ from dlfund.train import devices as devices_lib
 from dlfund.train.early_stopping import EarlyStopping, EarlyStoppingState
 from dlfund.train.evaluation import evaluate_arrays
 from dlfund.train.execution import _scan_epoch_impl
-from dlfund.train.state import TrainState
+from dlfund.train.state import TrainState, copy_arrays
 
 
 class LoopState(NamedTuple):
@@ -117,7 +117,7 @@ def init_loop(
         stopper = stopping.init()
     if stopping is not None and stopping.restore_best and best is None:
         # Only a placeholder until an epoch is best (stopper.best_epoch > 0); a copy, since state is donated.
-        best = jax.tree.map(jnp.copy, (state.params, state.model_state))
+        best = copy_arrays((state.params, state.model_state))
     if stopping is not None and not stopping.restore_best:
         best = None
     loop = LoopState(

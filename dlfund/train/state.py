@@ -153,6 +153,16 @@ class TrainState:
         return self.optimizer.rate(self.opt_state, self.step)
 
 
+@jax.jit
+def copy_arrays(tree: Any) -> Any:
+    """A copy of every array in ``tree``, in fresh buffers, so that donating one never invalidates the other.
+
+    One compiled call instead of one dispatch per leaf: ``fit`` copies the trained weights into the user's model and
+    the model's weights into its state on every call (~1 ms a call for a two-layer MLP, leaf by leaf, on CPU).
+    """
+    return jax.tree.map(jnp.copy, tree)
+
+
 def split_model(model: nnx.Module, *, clone: bool = True) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
     """``(graphdef, params, model_state)`` of a train-mode clone of ``model`` (the arrays are shared, not copied).
 
@@ -231,7 +241,7 @@ def create_train_state(
     )
     graphdef, params, model_state = split_model(model, clone=copy_model)
     if copy_model:
-        params, model_state = jax.tree.map(jnp.copy, (params, model_state))
+        params, model_state = copy_arrays((params, model_state))
     pipeline = None
     if augment:
         from dlfund.data.augment import compose
