@@ -9,6 +9,7 @@ folder is being written, and raises it once the write is done, keeps every file 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import threading
@@ -19,18 +20,38 @@ from pathlib import Path
 from dlfund.train.run import CHECKPOINTS
 
 
+def _raise_would_be_dropped(frame) -> bool:
+    """Whether a ``KeyboardInterrupt`` raised at ``frame`` would be printed and dropped by the interpreter instead of
+    propagating: inside a garbage-collector callback (JAX registers one, which the handler can land in while
+    ``fit`` waits for the device) or a ``__del__`` finalizer."""
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
 class InterruptGuard:
-    """Defers SIGINT while inside :meth:`protect`; elsewhere it raises ``KeyboardInterrupt`` as usual."""
+    """Defers SIGINT while inside :meth:`protect`; elsewhere it raises ``KeyboardInterrupt`` as usual, except where
+    the interpreter would drop it (a gc callback, a finalizer): then it is pending until :meth:`raise_pending`."""
 
     def __init__(self):
         self._depth = 0
         self._pending = False
 
     def _handle(self, signum, frame) -> None:
-        if self._depth:
+        if self._depth or _raise_would_be_dropped(frame):
             self._pending = True
             return
         raise KeyboardInterrupt
+
+    def raise_pending(self) -> None:
+        """Raises the ``KeyboardInterrupt`` of a Ctrl-C that arrived where it could not be raised (outside a
+        protected block; the training loop calls this after every compiled call)."""
+        if self._pending and not self._depth:
+            self._pending = False
+            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[InterruptGuard]:

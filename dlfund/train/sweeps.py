@@ -290,6 +290,7 @@ def _train_members(
     try:
         with guard.installed():
             while True:
+                guard.raise_pending()  # a Ctrl-C that landed where it could not be raised (a gc callback)
                 done = np.asarray(jax.device_get(loops.epoch))
                 active = ~np.asarray(jax.device_get(loops.stopped)) & ~np.asarray(jax.device_get(loops.halted))
                 active &= done < epochs
