@@ -135,7 +135,7 @@ def scale_problem(name: str, x: np.ndarray, value_range: tuple[float, float] | N
         return None  # NaN/Inf: as_split reports them with a better message
     integer = np.issubdtype(x.dtype, np.integer)
     # The percentile cannot pass the limit when no value does: normalized inputs skip it (~1 ms a fit call for
-    # 1.4k digits, all of them in the sample).
+    # the 1,294 training digits, all of them in the sample).
     large = max(abs(float(low)), abs(float(high))) > UNNORMALIZED_LIMIT and _large_values(x)
     if not (integer and high - low > 1) and not large:
         return None
