@@ -116,9 +116,11 @@ def timeline(calls: int) -> dict[str, float]:
     fit_module = importlib.import_module("dlfund.train.fit")
     loop_module = importlib.import_module("dlfund.train.loop")
     marks: list[tuple[str, float]] = []
+    originals: list[tuple[object, str, object]] = []
 
     def marked(owner, name: str) -> None:
         original = getattr(owner, name)
+        originals.append((owner, name, original))
 
         @functools.wraps(original)
         def wrapper(*args, **kwargs):
@@ -145,9 +147,13 @@ def timeline(calls: int) -> dict[str, float]:
         marks.append(("fit returns", time.perf_counter()))
         return list(marks)
 
-    for _ in range(3):  # compile, then warm
-        call()
-    runs = [call() for _ in range(7 * calls)]
+    try:
+        for _ in range(3):  # compile, then warm
+            call()
+        runs = [call() for _ in range(7 * calls)]
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
     phases = {}
     for i in range(1, len(runs[0])):
         label = f"{runs[0][i - 1][0]} -> {runs[0][i][0]}"

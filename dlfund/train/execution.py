@@ -38,7 +38,7 @@ import numpy as np
 from flax import nnx
 
 from dlfund.train import devices as devices_lib
-from dlfund.train.state import TrainState
+from dlfund.train.state import TrainState, copy_arrays
 from dlfund.train.step import finite, train_step_with_outputs, update_metrics
 
 Carry = tuple[TrainState, tuple[Any, ...], jax.Array]  # (state, metric states, halted)
@@ -208,7 +208,7 @@ def _per_step_epoch(state, run_batches, metrics) -> EpochResult:
     The unguarded pass needs no per-step select; its starting state is copied once per epoch (a device copy of
     parameters and optimizer state) so that a failed epoch can be replayed exactly up to the bad step.
     """
-    start = jax.tree.map(jnp.copy, state)
+    start = copy_arrays(state)
     carry, parts = run_batches(_initial_carry(state, metrics), guarded=False)
     measurements = {k: jnp.concatenate([p[k] for p in parts]) for k in parts[0]}
     values, halted = _close(carry, measurements, metrics=metrics)

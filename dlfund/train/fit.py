@@ -685,7 +685,6 @@ def _train(
             timing_key = (program, strategy, tuple(np.shape(train[0])) if strategy == "scan" else None)
             epoch_time = _EPOCH_TIMES.get(timing_key)
             while done < epochs and stop_reason is None:
-                guard.raise_pending()
                 size = _call_size(epochs_per_call, done, epochs, recorder, callbacks, strategy, epoch_time)
                 start = time.perf_counter()
                 with watch.call(loop, done + 1):
@@ -742,7 +741,7 @@ def _train(
                     loop = loop._replace(state=state)
                     epoch_seconds.append(time.perf_counter() - start)
                     _warnings.warn(stop_reason, NonFiniteLossWarning)
-            guard.raise_pending()  # a Ctrl-C during the last call
+                guard.raise_pending()  # a Ctrl-C that landed where it could not be raised (a gc callback)
         except RunDirectoryError as error:
             stop_reason = f"training stopped: {error}. The result returned here holds the trained state in memory."
             _warnings.warn(stop_reason, RuntimeWarning)
